@@ -1,0 +1,238 @@
+// Package config reads and validates deckhand-server's config file: where
+// it listens, where it keeps state, and the environments with their hosts.
+package config
+
+import (
+	"fmt"
+	"net"
+	"regexp"
+	"sort"
+	"time"
+
+	"github.com/deckhand-dev/deckhand/pkg/yamlconf"
+)
+
+// Role is what a host does in an AEM topology.
+type Role string
+
+const (
+	RoleAuthor     Role = "author"
+	RolePublish    Role = "publish"
+	RoleDispatcher Role = "dispatcher"
+)
+
+// EnvType is dev, stage or prod.
+type EnvType string
+
+const (
+	EnvDev   EnvType = "dev"
+	EnvStage EnvType = "stage"
+	EnvProd  EnvType = "prod"
+)
+
+// Host is one declared host.
+type Host struct {
+	Pos  yamlconf.Pos `yaml:"-"`
+	ID   string       `yaml:"id"`
+	Role Role         `yaml:"role"`
+	// Pair is the publish/dispatcher pair number (1, 2, ...); 0 for authors.
+	Pair int `yaml:"pair"`
+}
+
+// Environment is a named set of hosts deployed together.
+type Environment struct {
+	Pos   yamlconf.Pos `yaml:"-"`
+	Name  string       `yaml:"name"`
+	Type  EnvType      `yaml:"type"`
+	Hosts []Host       `yaml:"hosts"`
+}
+
+// Config is the whole server config file.
+type Config struct {
+	// File is the path the config was read from, for messages.
+	File string `yaml:"-"`
+
+	// Listen is the gRPC address agents and deckctl connect to.
+	Listen string `yaml:"listen"`
+	// DataDir holds the bbolt state file and, later, the CA and artifacts.
+	DataDir string `yaml:"data_dir"`
+	// HeartbeatInterval is told to agents in Welcome; an agent silent for
+	// three intervals is offline.
+	HeartbeatInterval yamlconf.Duration `yaml:"heartbeat_interval"`
+	LogLevel          string            `yaml:"log_level"`
+
+	Environments []Environment `yaml:"environments"`
+}
+
+// Defaults for keys left out.
+const (
+	DefaultListen            = "127.0.0.1:7443"
+	DefaultHeartbeatInterval = 10 * time.Second
+)
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Load reads and validates a config file.
+func Load(path string) (*Config, error) {
+	var c Config
+	if err := yamlconf.DecodeFile(path, &c); err != nil {
+		return nil, err
+	}
+	c.File = path
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Parse validates config text; file names it in errors.
+func Parse(file string, data []byte) (*Config, error) {
+	var c Config
+	if err := yamlconf.Decode(file, data, &c); err != nil {
+		return nil, err
+	}
+	c.File = file
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) errf(line int, format string, args ...any) error {
+	return yamlconf.Errorf(c.File, line, format, args...)
+}
+
+func (c *Config) validate() error {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return c.errf(0, "listen %q is not host:port: %v", c.Listen, err)
+	}
+	if c.DataDir == "" {
+		return c.errf(0, "data_dir is required (where the server keeps its state)")
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = yamlconf.Duration(DefaultHeartbeatInterval)
+	}
+	if c.HeartbeatInterval.D() < 100*time.Millisecond {
+		return c.errf(0, "heartbeat_interval %s is below the minimum of 100ms", c.HeartbeatInterval.D())
+	}
+	envs := map[string]int{}
+	hosts := map[string]string{}
+	for i := range c.Environments {
+		e := &c.Environments[i]
+		if !idPattern.MatchString(e.Name) {
+			return c.errf(e.Pos.Of("name"), "environment name %q must be 1-63 letters, digits, '.', '_' or '-'", e.Name)
+		}
+		if prev, dup := envs[e.Name]; dup {
+			return c.errf(e.Pos.Of("name"), "environment %q is declared twice (first at line %d)", e.Name, prev)
+		}
+		envs[e.Name] = e.Pos.Of("name")
+		switch e.Type {
+		case EnvDev, EnvStage, EnvProd:
+		case "":
+			return c.errf(e.Pos.Line, "environment %q: type is required (dev, stage or prod)", e.Name)
+		default:
+			return c.errf(e.Pos.Of("type"), "environment %q: type %q is not one of dev, stage, prod", e.Name, e.Type)
+		}
+		if len(e.Hosts) == 0 {
+			return c.errf(e.Pos.Line, "environment %q has no hosts", e.Name)
+		}
+		type pairSeen struct{ publish, dispatcher string }
+		pairs := map[int]*pairSeen{}
+		for j := range e.Hosts {
+			h := &e.Hosts[j]
+			if !idPattern.MatchString(h.ID) {
+				return c.errf(h.Pos.Of("id"), "host id %q must be 1-63 letters, digits, '.', '_' or '-'", h.ID)
+			}
+			if other, dup := hosts[h.ID]; dup {
+				return c.errf(h.Pos.Of("id"), "host %q is declared twice (also in environment %q)", h.ID, other)
+			}
+			hosts[h.ID] = e.Name
+			switch h.Role {
+			case RoleAuthor:
+				if h.Pos.Has("pair") {
+					return c.errf(h.Pos.Of("pair"), "host %q: an author is not part of a publish/dispatcher pair; remove pair", h.ID)
+				}
+			case RolePublish, RoleDispatcher:
+				if h.Pair < 1 {
+					return c.errf(h.Pos.Of("pair"), "host %q: a %s host needs pair: N (1, 2, ...) naming its publish/dispatcher pair", h.ID, h.Role)
+				}
+				p := pairs[h.Pair]
+				if p == nil {
+					p = &pairSeen{}
+					pairs[h.Pair] = p
+				}
+				slot := &p.publish
+				if h.Role == RoleDispatcher {
+					slot = &p.dispatcher
+				}
+				if *slot != "" {
+					return c.errf(h.Pos.Of("pair"), "host %q: pair %d already has a %s (%s)", h.ID, h.Pair, h.Role, *slot)
+				}
+				*slot = h.ID
+			case "":
+				return c.errf(h.Pos.Line, "host %q: role is required (author, publish or dispatcher)", h.ID)
+			default:
+				return c.errf(h.Pos.Of("role"), "host %q: role %q is not one of author, publish, dispatcher", h.ID, h.Role)
+			}
+		}
+		nums := make([]int, 0, len(pairs))
+		for n := range pairs {
+			nums = append(nums, n)
+		}
+		sort.Ints(nums)
+		for _, n := range nums {
+			p := pairs[n]
+			if p.publish == "" || p.dispatcher == "" {
+				have := p.publish + p.dispatcher
+				return c.errf(e.Pos.Line, "environment %q: pair %d has only %s; each pair is one publish and one dispatcher", e.Name, n, have)
+			}
+		}
+	}
+	return nil
+}
+
+// HostInfo is a declared host with its environment.
+type HostInfo struct {
+	Host
+	Env     string
+	EnvType EnvType
+}
+
+// Hosts returns every declared host, in declaration order.
+func (c *Config) Hosts() []HostInfo {
+	var out []HostInfo
+	for _, e := range c.Environments {
+		for _, h := range e.Hosts {
+			out = append(out, HostInfo{Host: h, Env: e.Name, EnvType: e.Type})
+		}
+	}
+	return out
+}
+
+// Lookup finds a declared host by id.
+func (c *Config) Lookup(id string) (HostInfo, bool) {
+	for _, h := range c.Hosts() {
+		if h.ID == id {
+			return h, true
+		}
+	}
+	return HostInfo{}, false
+}
+
+// Environment finds an environment by name.
+func (c *Config) Environment(name string) (*Environment, bool) {
+	for i := range c.Environments {
+		if c.Environments[i].Name == name {
+			return &c.Environments[i], true
+		}
+	}
+	return nil, false
+}
+
+// String summarises the config for logs.
+func (c *Config) String() string {
+	return fmt.Sprintf("%s (%d environments, %d hosts)", c.File, len(c.Environments), len(c.Hosts()))
+}

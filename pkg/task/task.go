@@ -1,0 +1,319 @@
+// Package task holds the domain types of the work the control plane hands
+// to agents — what a task asks for, what it answered — and their conversion
+// to and from the wire messages in proto/deckhand/v1. Both sides use it, so
+// the generated types stay at the stream edge.
+package task
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// ID derives a task id from the execution, the step inside it and the host.
+// The same triple always yields the same id, which is what makes a re-sent
+// or re-planned task recognisable on both sides.
+func ID(execution, step, host string) (string, error) {
+	for _, p := range []struct{ what, v string }{{"execution", execution}, {"step", step}, {"host", host}} {
+		if p.v == "" {
+			return "", fmt.Errorf("task id: %s is empty", p.what)
+		}
+		if strings.ContainsAny(p.v, "/\x00\n") {
+			return "", fmt.Errorf("task id: %s %q contains '/', NUL or a newline", p.what, p.v)
+		}
+	}
+	return execution + "/" + step + "/" + host, nil
+}
+
+// Kind is the typed payload of a task. Implementations are the structs
+// below; there is no kind that carries a command line.
+type Kind interface {
+	// Name is the kind's stable name used in logs, metrics and the store.
+	Name() string
+}
+
+// HostFacts asks an agent to describe its host.
+type HostFacts struct{}
+
+// Name implements Kind.
+func (HostFacts) Name() string { return "host_facts" }
+
+// Spec is one task as the control plane plans it.
+type Spec struct {
+	ID          string
+	ExecutionID string
+	Step        string
+	HostID      string
+	CreatedAt   time.Time
+	Timeout     time.Duration // zero: the agent's default for the kind
+	Kind        Kind
+}
+
+// Status is how a task ended.
+type Status int
+
+const (
+	StatusUnknown Status = iota
+	StatusSucceeded
+	StatusFailed
+	StatusCancelled
+	StatusRefused
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusSucceeded:
+		return "succeeded"
+	case StatusFailed:
+		return "failed"
+	case StatusCancelled:
+		return "cancelled"
+	case StatusRefused:
+		return "refused"
+	}
+	return "unknown"
+}
+
+// Facts is the output of a HostFacts task.
+type Facts struct {
+	Hostname      string    `json:"hostname"`
+	OS            string    `json:"os"`
+	Kernel        string    `json:"kernel"`
+	Arch          string    `json:"arch"`
+	ApacheVersion string    `json:"apache_version,omitempty"`
+	ApacheError   string    `json:"apache_error,omitempty"`
+	DataFreeBytes uint64    `json:"data_dir_free_bytes"`
+	DataTotal     uint64    `json:"data_dir_total_bytes"`
+	AgentVersion  string    `json:"agent_version"`
+	CollectedAt   time.Time `json:"collected_at"`
+}
+
+// Result is how a task ended on the agent.
+type Result struct {
+	TaskID     string
+	Status     Status
+	Error      string
+	StartedAt  time.Time
+	FinishedAt time.Time
+	Attempts   int
+	// Output is the kind-specific answer: *Facts for HostFacts; nil when
+	// the task failed before producing one.
+	Output any
+}
+
+// Err returns nil for a succeeded task and an error carrying the agent's
+// message otherwise.
+func (r *Result) Err() error {
+	if r.Status == StatusSucceeded {
+		return nil
+	}
+	msg := r.Error
+	if msg == "" {
+		msg = "no message"
+	}
+	return fmt.Errorf("task %s %s: %s", r.TaskID, r.Status, msg)
+}
+
+// SpecToProto converts a Spec to its wire form.
+func SpecToProto(s Spec) (*pb.Task, error) {
+	t := &pb.Task{
+		Id:          s.ID,
+		ExecutionId: s.ExecutionID,
+		Step:        s.Step,
+		HostId:      s.HostID,
+	}
+	if !s.CreatedAt.IsZero() {
+		t.CreatedAt = timestamppb.New(s.CreatedAt)
+	}
+	if s.Timeout > 0 {
+		t.Timeout = durationpb.New(s.Timeout)
+	}
+	switch s.Kind.(type) {
+	case HostFacts, *HostFacts:
+		t.Kind = &pb.Task_HostFacts{HostFacts: &pb.HostFactsTask{}}
+	case nil:
+		return nil, errors.New("task has no kind")
+	default:
+		return nil, fmt.Errorf("task kind %T has no wire form", s.Kind)
+	}
+	return t, nil
+}
+
+// SpecFromProto converts a wire task into a Spec. An unknown or missing
+// kind is an error: the agent refuses what it does not understand.
+func SpecFromProto(t *pb.Task) (Spec, error) {
+	if t == nil {
+		return Spec{}, errors.New("empty task")
+	}
+	s := Spec{
+		ID:          t.GetId(),
+		ExecutionID: t.GetExecutionId(),
+		Step:        t.GetStep(),
+		HostID:      t.GetHostId(),
+	}
+	if t.CreatedAt != nil {
+		s.CreatedAt = t.CreatedAt.AsTime()
+	}
+	if t.Timeout != nil {
+		s.Timeout = t.Timeout.AsDuration()
+	}
+	if s.ID == "" {
+		return s, errors.New("task has no id")
+	}
+	switch t.Kind.(type) {
+	case *pb.Task_HostFacts:
+		s.Kind = HostFacts{}
+	case nil:
+		return s, fmt.Errorf("task %s has no kind (sent by a newer server?)", s.ID)
+	default:
+		return s, fmt.Errorf("task %s has unsupported kind %T", s.ID, t.Kind)
+	}
+	return s, nil
+}
+
+// MarshalSpec encodes a Spec in its wire form for storage: the task exactly
+// as it is sent, so a re-send after a restart is byte-identical.
+func MarshalSpec(s Spec) ([]byte, error) {
+	t, err := SpecToProto(s)
+	if err != nil {
+		return nil, err
+	}
+	return proto.Marshal(t)
+}
+
+// UnmarshalSpec decodes what MarshalSpec wrote.
+func UnmarshalSpec(b []byte) (Spec, error) {
+	var t pb.Task
+	if err := proto.Unmarshal(b, &t); err != nil {
+		return Spec{}, fmt.Errorf("decode task: %w", err)
+	}
+	return SpecFromProto(&t)
+}
+
+var statusToProto = map[Status]pb.TaskStatus{
+	StatusUnknown:   pb.TaskStatus_TASK_STATUS_UNSPECIFIED,
+	StatusSucceeded: pb.TaskStatus_TASK_STATUS_SUCCEEDED,
+	StatusFailed:    pb.TaskStatus_TASK_STATUS_FAILED,
+	StatusCancelled: pb.TaskStatus_TASK_STATUS_CANCELLED,
+	StatusRefused:   pb.TaskStatus_TASK_STATUS_REFUSED,
+}
+
+// ResultToProto converts a Result to its wire form.
+func ResultToProto(r *Result) (*pb.TaskResult, error) {
+	out := &pb.TaskResult{
+		TaskId:   r.TaskID,
+		Status:   statusToProto[r.Status],
+		Error:    r.Error,
+		Attempts: uint32(r.Attempts),
+	}
+	if !r.StartedAt.IsZero() {
+		out.StartedAt = timestamppb.New(r.StartedAt)
+	}
+	if !r.FinishedAt.IsZero() {
+		out.FinishedAt = timestamppb.New(r.FinishedAt)
+	}
+	switch o := r.Output.(type) {
+	case nil:
+	case *Facts:
+		out.Output = &pb.TaskResult_HostFacts{HostFacts: factsToProto(o)}
+	default:
+		return nil, fmt.Errorf("task result output %T has no wire form", r.Output)
+	}
+	return out, nil
+}
+
+// ResultFromProto converts a wire result.
+func ResultFromProto(p *pb.TaskResult) (*Result, error) {
+	if p == nil || p.TaskId == "" {
+		return nil, errors.New("task result without a task id")
+	}
+	r := &Result{TaskID: p.TaskId, Error: p.Error, Attempts: int(p.Attempts)}
+	for s, ps := range statusToProto {
+		if ps == p.Status {
+			r.Status = s
+		}
+	}
+	if p.StartedAt != nil {
+		r.StartedAt = p.StartedAt.AsTime()
+	}
+	if p.FinishedAt != nil {
+		r.FinishedAt = p.FinishedAt.AsTime()
+	}
+	switch o := p.Output.(type) {
+	case nil:
+	case *pb.TaskResult_HostFacts:
+		r.Output = factsFromProto(o.HostFacts)
+	default:
+		return nil, fmt.Errorf("task result %s has unsupported output %T", p.TaskId, p.Output)
+	}
+	return r, nil
+}
+
+// MarshalResult encodes a Result in its wire form for storage.
+func MarshalResult(r *Result) ([]byte, error) {
+	p, err := ResultToProto(r)
+	if err != nil {
+		return nil, err
+	}
+	return proto.Marshal(p)
+}
+
+// UnmarshalResult decodes what MarshalResult wrote.
+func UnmarshalResult(b []byte) (*Result, error) {
+	var p pb.TaskResult
+	if err := proto.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("decode task result: %w", err)
+	}
+	return ResultFromProto(&p)
+}
+
+func factsToProto(f *Facts) *pb.HostFacts {
+	p := &pb.HostFacts{
+		Hostname:          f.Hostname,
+		Os:                f.OS,
+		Kernel:            f.Kernel,
+		Arch:              f.Arch,
+		ApacheVersion:     f.ApacheVersion,
+		ApacheError:       f.ApacheError,
+		DataDirFreeBytes:  f.DataFreeBytes,
+		DataDirTotalBytes: f.DataTotal,
+		AgentVersion:      f.AgentVersion,
+	}
+	if !f.CollectedAt.IsZero() {
+		p.CollectedAt = timestamppb.New(f.CollectedAt)
+	}
+	return p
+}
+
+func factsFromProto(p *pb.HostFacts) *Facts {
+	if p == nil {
+		return nil
+	}
+	f := &Facts{
+		Hostname:      p.Hostname,
+		OS:            p.Os,
+		Kernel:        p.Kernel,
+		Arch:          p.Arch,
+		ApacheVersion: p.ApacheVersion,
+		ApacheError:   p.ApacheError,
+		DataFreeBytes: p.DataDirFreeBytes,
+		DataTotal:     p.DataDirTotalBytes,
+		AgentVersion:  p.AgentVersion,
+	}
+	if p.CollectedAt != nil {
+		f.CollectedAt = p.CollectedAt.AsTime()
+	}
+	return f
+}
+
+// FactsToProto is exported for the admin API edge.
+func FactsToProto(f *Facts) *pb.HostFacts { return factsToProto(f) }
+
+// FactsFromProto is exported for the admin API edge.
+func FactsFromProto(p *pb.HostFacts) *Facts { return factsFromProto(p) }
