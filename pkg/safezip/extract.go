@@ -120,6 +120,10 @@ func (p *plan) addNode(raw, name string, kind nodeKind, perm fs.FileMode, create
 		if len(p.nodes) >= p.lim.MaxEntries {
 			return entryErr(raw, ErrLimit, "archive would create more than %d files and directories", p.lim.MaxEntries)
 		}
+		if !create && kind == kindDir {
+			// A skipped directory entry keeps the default mode; see Options.Skip.
+			perm = defaultDirPerm
+		}
 		p.nodes[name] = &node{kind: kind, perm: perm, entry: raw, explicit: true, create: create}
 		return nil
 	}
@@ -131,7 +135,6 @@ func (p *plan) addNode(raw, name string, kind nodeKind, perm fs.FileMode, create
 	}
 	n.explicit = true
 	if create {
-		// A skipped directory entry keeps the default mode; see Options.Skip.
 		n.perm = perm
 		n.create = true
 	}
