@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/deckhand-dev/deckhand/pkg/yamlconf"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -35,7 +36,7 @@ type CommandConfig struct {
 	Status []string `yaml:"status" json:"status"`
 	// Timeout bounds each command; at the deadline the command's whole
 	// process group is killed. Default 60s.
-	Timeout time.Duration `yaml:"timeout" json:"timeout"`
+	Timeout yamlconf.Duration `yaml:"timeout" json:"timeout"`
 }
 
 // DefaultCommandTimeout bounds each command when CommandConfig.Timeout is 0.
@@ -71,8 +72,9 @@ func (c *CommandConfig) validate() error {
 
 // Command is the command Driver.
 type Command struct {
-	cfg CommandConfig
-	log hclog.Logger
+	cfg     CommandConfig
+	timeout time.Duration
+	log     hclog.Logger
 }
 
 var _ Driver = (*Command)(nil)
@@ -83,8 +85,11 @@ func NewCommand(cfg CommandConfig, logger hclog.Logger) (*Command, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	cfg.Timeout = orDefault(cfg.Timeout, DefaultCommandTimeout)
-	return &Command{cfg: cfg, log: orNull(logger).Named("lb.command")}, nil
+	return &Command{
+		cfg:     cfg,
+		timeout: orDefault(cfg.Timeout, DefaultCommandTimeout),
+		log:     orNull(logger).Named("lb.command"),
+	}, nil
 }
 
 // CommandError is a configured command that failed to start, exited
@@ -143,7 +148,7 @@ func (c *Command) Status(ctx context.Context) (Status, error) {
 
 // run executes argv and returns its stdout.
 func (c *Command) run(ctx context.Context, op string, argv []string) (string, error) {
-	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.Timeout, fmt.Errorf("%w after %v", ErrTimeout, c.cfg.Timeout))
+	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, fmt.Errorf("%w after %v", ErrTimeout, c.timeout))
 	defer cancel()
 
 	var stdout, combined capBuffer

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/deckhand-dev/deckhand/pkg/yamlconf"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -26,16 +27,16 @@ type HAProxyConfig struct {
 	// sessions to reach 0 after setting it to drain. When it runs out,
 	// Detach sets maint anyway (HAProxy does not cut open sessions on
 	// maint by default) and logs a warning. Default 30s.
-	DrainTimeout time.Duration `yaml:"drain_timeout" json:"drain_timeout"`
+	DrainTimeout yamlconf.Duration `yaml:"drain_timeout" json:"drain_timeout"`
 	// UpTimeout bounds how long Attach waits for HAProxy to report the
 	// server UP after setting it ready. It must cover the health check's
 	// "inter" × "fall" (see Attach). Default 30s.
-	UpTimeout time.Duration `yaml:"up_timeout" json:"up_timeout"`
+	UpTimeout yamlconf.Duration `yaml:"up_timeout" json:"up_timeout"`
 	// PollInterval is how often Detach and Attach re-read "show stat".
 	// Default 100ms.
-	PollInterval time.Duration `yaml:"poll_interval" json:"poll_interval"`
+	PollInterval yamlconf.Duration `yaml:"poll_interval" json:"poll_interval"`
 	// CommandTimeout bounds one runtime API round trip. Default 5s.
-	CommandTimeout time.Duration `yaml:"command_timeout" json:"command_timeout"`
+	CommandTimeout yamlconf.Duration `yaml:"command_timeout" json:"command_timeout"`
 }
 
 // Defaults for HAProxyConfig's zero durations.
@@ -80,20 +81,15 @@ func (c *HAProxyConfig) validate() error {
 	return errors.Join(errs...)
 }
 
-func (c HAProxyConfig) withDefaults() HAProxyConfig {
-	c.DrainTimeout = orDefault(c.DrainTimeout, DefaultHAProxyDrainTimeout)
-	c.UpTimeout = orDefault(c.UpTimeout, DefaultHAProxyUpTimeout)
-	c.PollInterval = orDefault(c.PollInterval, DefaultPollInterval)
-	c.CommandTimeout = orDefault(c.CommandTimeout, DefaultHAProxyCommandTimeout)
-	return c
-}
-
 // HAProxy is the haproxy Driver.
 type HAProxy struct {
-	cfg HAProxyConfig
-	api runtimeAPI
-	id  string // "backend/server", for messages
-	log hclog.Logger
+	backend, server string
+	drainTimeout    time.Duration
+	upTimeout       time.Duration
+	poll            time.Duration
+	api             runtimeAPI
+	id              string // "backend/server", for messages
+	log             hclog.Logger
 }
 
 var _ Driver = (*HAProxy)(nil)
@@ -104,13 +100,16 @@ func NewHAProxy(cfg HAProxyConfig, logger hclog.Logger) (*HAProxy, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults()
 	id := cfg.Backend + "/" + cfg.Server
 	return &HAProxy{
-		cfg: cfg,
-		api: runtimeAPI{socket: cfg.Socket, timeout: cfg.CommandTimeout},
-		id:  id,
-		log: orNull(logger).Named("lb.haproxy").With("server", id),
+		backend:      cfg.Backend,
+		server:       cfg.Server,
+		drainTimeout: orDefault(cfg.DrainTimeout, DefaultHAProxyDrainTimeout),
+		upTimeout:    orDefault(cfg.UpTimeout, DefaultHAProxyUpTimeout),
+		poll:         orDefault(cfg.PollInterval, DefaultPollInterval),
+		api:          runtimeAPI{socket: cfg.Socket, timeout: orDefault(cfg.CommandTimeout, DefaultHAProxyCommandTimeout)},
+		id:           id,
+		log:          orNull(logger).Named("lb.haproxy").With("server", id),
 	}, nil
 }
 
@@ -147,7 +146,7 @@ func (h *HAProxy) DetachReport(ctx context.Context) (DrainReport, error) {
 	var rep DrainReport
 	// Setting "drain" on a server in maint would clear maint, so a second
 	// Detach must not touch it.
-	if ss, err := h.api.showServersState(ctx, h.cfg.Backend, h.cfg.Server); err != nil {
+	if ss, err := h.api.showServersState(ctx, h.backend, h.server); err != nil {
 		return rep, err
 	} else if ss.AdminState&admForcedMaint != 0 {
 		h.log.Info("already detached (maint); nothing to do")
@@ -156,14 +155,14 @@ func (h *HAProxy) DetachReport(ctx context.Context) (DrainReport, error) {
 	}
 
 	start := time.Now()
-	if err := h.api.setServerState(ctx, h.cfg.Backend, h.cfg.Server, "drain"); err != nil {
+	if err := h.api.setServerState(ctx, h.backend, h.server, "drain"); err != nil {
 		return rep, err
 	}
-	h.log.Info("set to drain; waiting for sessions to finish", "drain_timeout", h.cfg.DrainTimeout)
+	h.log.Info("set to drain; waiting for sessions to finish", "drain_timeout", h.drainTimeout)
 
-	deadline := start.Add(h.cfg.DrainTimeout)
+	deadline := start.Add(h.drainTimeout)
 	for {
-		st, err := h.api.showServerStat(ctx, h.cfg.Backend, h.cfg.Server)
+		st, err := h.api.showServerStat(ctx, h.backend, h.server)
 		if err != nil {
 			return rep, fmt.Errorf("%w (server left in drain)", err)
 		}
@@ -176,16 +175,16 @@ func (h *HAProxy) DetachReport(ctx context.Context) (DrainReport, error) {
 		if left <= 0 {
 			rep.Remaining = busy
 			h.log.Warn("drain timeout reached with sessions still open; setting maint anyway (open sessions are not cut)",
-				"sessions", st.Scur, "queued", st.Qcur, "drain_timeout", h.cfg.DrainTimeout)
+				"sessions", st.Scur, "queued", st.Qcur, "drain_timeout", h.drainTimeout)
 			break
 		}
 		h.log.Trace("draining", "sessions", st.Scur, "queued", st.Qcur)
-		if err := sleepCtx(ctx, min(h.cfg.PollInterval, left)); err != nil {
+		if err := sleepCtx(ctx, min(h.poll, left)); err != nil {
 			return rep, fmt.Errorf("lb/haproxy: %s: detach interrupted while draining (%d sessions open; server left in drain): %w", h.id, busy, err)
 		}
 	}
 
-	if err := h.api.setServerState(ctx, h.cfg.Backend, h.cfg.Server, "maint"); err != nil {
+	if err := h.api.setServerState(ctx, h.backend, h.server, "maint"); err != nil {
 		return rep, fmt.Errorf("%w (server left in drain)", err)
 	}
 	rep.Waited = time.Since(start)
@@ -206,15 +205,15 @@ func (h *HAProxy) DetachReport(ctx context.Context) (DrainReport, error) {
 // allow); the error names the last status and check result.
 func (h *HAProxy) Attach(ctx context.Context) error {
 	start := time.Now()
-	if err := h.api.setServerState(ctx, h.cfg.Backend, h.cfg.Server, "ready"); err != nil {
+	if err := h.api.setServerState(ctx, h.backend, h.server, "ready"); err != nil {
 		return err
 	}
-	h.log.Info("set to ready; waiting for HAProxy to report UP", "up_timeout", h.cfg.UpTimeout)
+	h.log.Info("set to ready; waiting for HAProxy to report UP", "up_timeout", h.upTimeout)
 
-	deadline := start.Add(h.cfg.UpTimeout)
+	deadline := start.Add(h.upTimeout)
 	var last serverStat
 	for {
-		st, err := h.api.showServerStat(ctx, h.cfg.Backend, h.cfg.Server)
+		st, err := h.api.showServerStat(ctx, h.backend, h.server)
 		if err != nil {
 			return err
 		}
@@ -232,9 +231,9 @@ func (h *HAProxy) Attach(ctx context.Context) error {
 		left := time.Until(deadline)
 		if left <= 0 {
 			return fmt.Errorf("lb/haproxy: %s not UP within %v after \"ready\" (last status %q, check %s): %w",
-				h.id, h.cfg.UpTimeout, last.Status, checkText(last), ErrTimeout)
+				h.id, h.upTimeout, last.Status, checkText(last), ErrTimeout)
 		}
-		if err := sleepCtx(ctx, min(h.cfg.PollInterval, left)); err != nil {
+		if err := sleepCtx(ctx, min(h.poll, left)); err != nil {
 			return fmt.Errorf("lb/haproxy: %s: attach interrupted waiting for UP (last status %q, check %s): %w",
 				h.id, last.Status, checkText(last), err)
 		}
@@ -256,11 +255,11 @@ func checkText(st serverStat) string {
 // or by Detach). The two reads are not atomic; a change in between shows
 // up on the next call.
 func (h *HAProxy) Status(ctx context.Context) (Status, error) {
-	st, err := h.api.showServerStat(ctx, h.cfg.Backend, h.cfg.Server)
+	st, err := h.api.showServerStat(ctx, h.backend, h.server)
 	if err != nil {
 		return Status{State: StateUnknown, Sessions: -1}, err
 	}
-	ss, err := h.api.showServersState(ctx, h.cfg.Backend, h.cfg.Server)
+	ss, err := h.api.showServersState(ctx, h.backend, h.server)
 	if err != nil {
 		return Status{State: StateUnknown, Sessions: -1}, err
 	}

@@ -7,8 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
 
+	"github.com/deckhand-dev/deckhand/pkg/yamlconf"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -32,11 +32,11 @@ type HealthFileConfig struct {
 	// check interval × the failures the LB needs to mark the host down,
 	// plus the longest request that should be allowed to finish.
 	// Required.
-	DrainTime time.Duration `yaml:"drain_time" json:"drain_time"`
+	DrainTime yamlconf.Duration `yaml:"drain_time" json:"drain_time"`
 	// RiseTime is how long Attach waits after restoring the file: the
 	// check interval × the successes the LB needs to mark it up.
 	// Required.
-	RiseTime time.Duration `yaml:"rise_time" json:"rise_time"`
+	RiseTime yamlconf.Duration `yaml:"rise_time" json:"rise_time"`
 }
 
 // DefaultHealthFileContent is written when HealthFileConfig.Content is empty.
@@ -57,10 +57,10 @@ func (c *HealthFileConfig) validate() error {
 	// sends requests, which is exactly what detaching is meant to avoid;
 	// there is no safe default without knowing the LB's check timing.
 	if c.DrainTime <= 0 {
-		errs = append(errs, fmt.Errorf("lb: healthfile.drain_time must be > 0 (the LB's check interval × fall + the longest request), got %v", c.DrainTime))
+		errs = append(errs, fmt.Errorf("lb: healthfile.drain_time must be > 0 (the LB's check interval × fall + the longest request), got %v", c.DrainTime.D()))
 	}
 	if c.RiseTime <= 0 {
-		errs = append(errs, fmt.Errorf("lb: healthfile.rise_time must be > 0 (the LB's check interval × rise), got %v", c.RiseTime))
+		errs = append(errs, fmt.Errorf("lb: healthfile.rise_time must be > 0 (the LB's check interval × rise), got %v", c.RiseTime.D()))
 	}
 	return errors.Join(errs...)
 }
@@ -99,9 +99,9 @@ func (h *HealthFile) Detach(ctx context.Context) error {
 	case err != nil:
 		return fmt.Errorf("lb/healthfile: detach: %w", err)
 	default:
-		h.log.Info("health file removed; waiting for the load balancer to drain", "drain_time", h.cfg.DrainTime)
+		h.log.Info("health file removed; waiting for the load balancer to drain", "drain_time", h.cfg.DrainTime.D())
 	}
-	if err := sleepCtx(ctx, h.cfg.DrainTime); err != nil {
+	if err := sleepCtx(ctx, h.cfg.DrainTime.D()); err != nil {
 		return fmt.Errorf("lb/healthfile: detach interrupted during drain wait (file is removed): %w", err)
 	}
 	return nil
@@ -117,8 +117,8 @@ func (h *HealthFile) Attach(ctx context.Context) error {
 	if err := h.writeFile(); err != nil {
 		return fmt.Errorf("lb/healthfile: attach: %w", err)
 	}
-	h.log.Info("health file restored; waiting for the load balancer to mark the host up", "rise_time", h.cfg.RiseTime)
-	if err := sleepCtx(ctx, h.cfg.RiseTime); err != nil {
+	h.log.Info("health file restored; waiting for the load balancer to mark the host up", "rise_time", h.cfg.RiseTime.D())
+	if err := sleepCtx(ctx, h.cfg.RiseTime.D()); err != nil {
 		return fmt.Errorf("lb/healthfile: attach interrupted during rise wait (file is restored): %w", err)
 	}
 	return nil

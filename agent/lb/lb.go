@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/deckhand-dev/deckhand/pkg/yamlconf"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -174,17 +175,17 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 // nonNegative reports a negative duration setting; zero means "default".
-func nonNegative(name string, v time.Duration) error {
+func nonNegative(name string, v yamlconf.Duration) error {
 	if v < 0 {
-		return fmt.Errorf("%s must not be negative (got %v)", name, v)
+		return fmt.Errorf("%s must not be negative (got %v)", name, v.D())
 	}
 	return nil
 }
 
 // orDefault returns v, or def when v is zero.
-func orDefault(v, def time.Duration) time.Duration {
+func orDefault(v yamlconf.Duration, def time.Duration) time.Duration {
 	if v == 0 {
 		return def
 	}
-	return v
+	return v.D()
 }

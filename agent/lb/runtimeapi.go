@@ -3,7 +3,6 @@ package lb
 import (
 	"context"
 	"encoding/csv"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -44,12 +43,15 @@ type runtimeAPI struct {
 }
 
 func (a runtimeAPI) do(ctx context.Context, cmd string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	// The cause tells our own per-command bound apart from the caller's
+	// ctx ending: context.Cause returns the caller's error in that case.
+	ctx, cancel := context.WithTimeoutCause(ctx, a.timeout,
+		fmt.Errorf("%w: no answer within command_timeout %v", ErrTimeout, a.timeout))
 	defer cancel()
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", a.socket)
 	if err != nil {
-		return "", fmt.Errorf("lb/haproxy: connect to runtime API socket %s: %w", a.socket, err)
+		return "", fmt.Errorf("lb/haproxy: connect to runtime API socket %s: %w", a.socket, ctxCause(ctx, err))
 	}
 	defer conn.Close()
 	// The deadline covers the timeout; AfterFunc makes a cancelled ctx
@@ -61,11 +63,11 @@ func (a runtimeAPI) do(ctx context.Context, cmd string) (string, error) {
 	defer stop()
 
 	if _, err := io.WriteString(conn, cmd+"\n"); err != nil {
-		return "", a.ioErr(ctx, cmd, err)
+		return "", fmt.Errorf("lb/haproxy: %q on %s: %w", cmd, a.socket, ctxCause(ctx, err))
 	}
 	b, err := io.ReadAll(io.LimitReader(conn, maxAPIResponse+1))
 	if err != nil {
-		return "", a.ioErr(ctx, cmd, err)
+		return "", fmt.Errorf("lb/haproxy: %q on %s: %w", cmd, a.socket, ctxCause(ctx, err))
 	}
 	if len(b) > maxAPIResponse {
 		return "", fmt.Errorf("lb/haproxy: %q: answer larger than %d bytes", cmd, maxAPIResponse)
@@ -73,15 +75,13 @@ func (a runtimeAPI) do(ctx context.Context, cmd string) (string, error) {
 	return string(b), nil
 }
 
-// ioErr prefers the ctx error, which says why the deadline was hit.
-func (a runtimeAPI) ioErr(ctx context.Context, cmd string, err error) error {
+// ctxCause returns why ctx ended when it has (an I/O error caused by our
+// deadline says only "i/o timeout"), else err.
+func ctxCause(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
-		err = ctx.Err()
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("%w (%v)", ErrTimeout, err)
-		}
+		return context.Cause(ctx)
 	}
-	return fmt.Errorf("lb/haproxy: %q on %s: %w", cmd, a.socket, err)
+	return err
 }
 
 // setServerState runs "set server BE/SRV state STATE". HAProxy answers an

@@ -406,6 +406,11 @@ func (in *Instance) Status(t testing.TB, name string) string {
 	return in.Stat(t, name).Status
 }
 
+// ReadStat is Stat without a testing.TB, for conditions polled by
+// require.Eventually/Never, which run them on another goroutine where
+// t.Fatal must not be called.
+func (in *Instance) ReadStat(name string) (ServerStat, error) { return in.stat(name) }
+
 func (in *Instance) stat(name string) (ServerStat, error) {
 	out, err := in.command("show stat")
 	if err != nil {
