@@ -30,6 +30,9 @@ func Zip(files map[string]string) []byte {
 		if err != nil {
 			panic(err)
 		}
+		if strings.HasSuffix(n, "/") {
+			continue // directory entries carry no data; their content is ignored
+		}
 		if _, err := w.Write([]byte(files[n])); err != nil {
 			panic(err)
 		}
