@@ -47,6 +47,9 @@ func WaitReady(ctx context.Context, url string, interval time.Duration) error {
 		switch {
 		case err == nil && code == http.StatusOK:
 			return nil
+		case err != nil && ctx.Err() != nil && last != "":
+			// The probe was cut short by ctx itself; the previous
+			// result says more about why the host is not ready.
 		case err != nil:
 			last = err.Error()
 		default:

@@ -21,6 +21,7 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 
 	"fmt"
 	"github.com/deckhand-dev/deckhand/pkg/kv"
@@ -235,10 +236,15 @@ func (s *Store) OpenTasks(host string) ([]Task, error) {
 	return out, err
 }
 
-// FinishTask records a task's result. first is true when this call stored
-// it; a second result for the same task is counted as a duplicate and the
-// first is kept. A result for an unknown task returns ErrNotFound.
-func (s *Store) FinishTask(id, status string, result []byte, at time.Time) (t Task, first bool, err error) {
+// ErrWrongHost is returned by FinishTask when a host reports a result for
+// a task that was assigned to another host.
+var ErrWrongHost = errors.New("task belongs to another host")
+
+// FinishTask records the result host reported for a task. first is true
+// when this call stored it; a second result for the same task is counted as
+// a duplicate and the first is kept. A result for an unknown task returns
+// ErrNotFound; one from the wrong host, ErrWrongHost.
+func (s *Store) FinishTask(id, host, status string, result []byte, at time.Time) (t Task, first bool, err error) {
 	err = s.b.Batch(func(tx Tx) error {
 		first = false // Batch may run fn again
 		raw := tx.Get(bucketTasks, id)
@@ -248,6 +254,9 @@ func (s *Store) FinishTask(id, status string, result []byte, at time.Time) (t Ta
 		t = Task{}
 		if err := json.Unmarshal(raw, &t); err != nil {
 			return err
+		}
+		if t.HostID != host {
+			return ErrWrongHost
 		}
 		if t.Done {
 			t.Duplicates++

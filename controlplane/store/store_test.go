@@ -67,13 +67,13 @@ func TestTaskLifecycle(t *testing.T) {
 			require.Len(t, open1, 1)
 			require.Equal(t, "e/s/h1", open1[0].ID)
 
-			tk, first, err := s.FinishTask("e/s/h1", "succeeded", []byte("r1"), now)
+			tk, first, err := s.FinishTask("e/s/h1", "h1", "succeeded", []byte("r1"), now)
 			require.NoError(t, err)
 			require.True(t, first)
 			require.True(t, tk.Done)
 
 			// A second result is a duplicate; the first result stays.
-			tk, first, err = s.FinishTask("e/s/h1", "failed", []byte("r2"), now)
+			tk, first, err = s.FinishTask("e/s/h1", "h1", "failed", []byte("r2"), now)
 			require.NoError(t, err)
 			require.False(t, first)
 			require.Equal(t, []byte("r1"), tk.Result)
@@ -86,8 +86,10 @@ func TestTaskLifecycle(t *testing.T) {
 			require.NoError(t, err)
 			require.Len(t, open2, 1)
 
-			_, _, err = s.FinishTask("nope", "succeeded", nil, now)
+			_, _, err = s.FinishTask("nope", "h1", "succeeded", nil, now)
 			require.ErrorIs(t, err, ErrNotFound)
+			_, _, err = s.FinishTask("e/s/h2", "h1", "succeeded", nil, now)
+			require.ErrorIs(t, err, ErrWrongHost)
 			_, err = s.Task("nope")
 			require.ErrorIs(t, err, ErrNotFound)
 		})
@@ -121,7 +123,7 @@ func TestConcurrentFinishCountsOneFirst(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					_, first, err := s.FinishTask("x", "succeeded", []byte("r"), time.Now())
+					_, first, err := s.FinishTask("x", "h", "succeeded", []byte("r"), time.Now())
 					require.NoError(t, err)
 					if first {
 						mu.Lock()
@@ -205,6 +207,6 @@ func TestFailingBackendSurfacesErrors(t *testing.T) {
 	require.ErrorIs(t, err, kv.ErrDB)
 	_, _, err = s.CreateTasks([]Task{{ID: "a", HostID: "h"}})
 	require.ErrorIs(t, err, kv.ErrDB)
-	_, _, err = s.FinishTask("a", "succeeded", nil, time.Now())
+	_, _, err = s.FinishTask("a", "h", "succeeded", nil, time.Now())
 	require.ErrorIs(t, err, kv.ErrDB)
 }

@@ -1,0 +1,65 @@
+package hostfacts
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestCollect(t *testing.T) {
+	dir := t.TempDir()
+	rel := filepath.Join(dir, "os-release")
+	require.NoError(t, os.WriteFile(rel, []byte("NAME=x\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n"), 0o644))
+	script := filepath.Join(dir, "fakectl")
+	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\necho 'Server version: Apache/2.4.99 (Test)'\necho 'Server built: now'\n"), 0o755))
+	h := &Handler{DataDir: dir, ApacheCtl: []string{script}, AgentVersion: "v1", OSRelease: rel}
+	f, err := h.Collect(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, "Debian GNU/Linux 12 (bookworm)", f.OS)
+	require.Equal(t, "Apache/2.4.99 (Test)", f.ApacheVersion)
+	require.Empty(t, f.ApacheError)
+	require.NotEmpty(t, f.Hostname)
+	require.Contains(t, f.Kernel, "Linux")
+	require.Greater(t, f.DataTotal, uint64(0))
+	require.LessOrEqual(t, f.DataFreeBytes, f.DataTotal)
+	require.Equal(t, "v1", f.AgentVersion)
+}
+
+func TestApacheMissingIsAFact(t *testing.T) {
+	h := &Handler{ApacheCtl: []string{"/nonexistent/apachectl", "-v"}}
+	f, err := h.Collect(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, f.ApacheVersion)
+	require.NotEmpty(t, f.ApacheError)
+}
+
+func TestApacheFailingCommandReported(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "badctl")
+	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\necho broken >&2\nexit 3\n"), 0o755))
+	v, problem := apacheVersion(context.Background(), []string{script})
+	require.Empty(t, v)
+	require.Contains(t, problem, "broken")
+}
+
+func TestRealApacheVersionWhenInstalled(t *testing.T) {
+	if _, err := exec.LookPath("apache2ctl"); err != nil {
+		if os.Getenv("DECKHAND_REQUIRE_REAL") == "1" {
+			t.Fatal("apache2ctl is not installed and DECKHAND_REQUIRE_REAL=1")
+		}
+		t.Skip("apache2ctl not installed")
+	}
+	v, problem := apacheVersion(context.Background(), []string{"apache2ctl", "-v"})
+	require.Empty(t, problem)
+	require.Contains(t, v, "Apache/2.4")
+}
+
+func TestMissingDataDirIsAnError(t *testing.T) {
+	h := &Handler{DataDir: "/nonexistent/dir", ApacheCtl: []string{"true"}}
+	_, err := h.Collect(context.Background())
+	require.ErrorContains(t, err, "statfs /nonexistent/dir")
+}

@@ -1,0 +1,160 @@
+// Package server assembles deckhand-server: store, epoch, fleet, gRPC
+// services, and their lifecycle. cmd/deckhand-server is a thin wrapper;
+// tests start the same thing in-process on a loopback port.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/deckhand-dev/deckhand/controlplane/api"
+	"github.com/deckhand-dev/deckhand/controlplane/config"
+	"github.com/deckhand-dev/deckhand/controlplane/fleet"
+	"github.com/deckhand-dev/deckhand/controlplane/store"
+	"github.com/deckhand-dev/deckhand/pkg/version"
+	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+)
+
+// KeepaliveEnforcement is the server's policy for client pings; agents'
+// session.ClientKeepalive stays inside it.
+var KeepaliveEnforcement = keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}
+
+// KeepaliveParams: the server pings a silent connection after 30 s and
+// closes it when the ping is not answered in 10 s, so a half-open agent
+// stream is also noticed on this side.
+var KeepaliveParams = keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}
+
+// Options adjust a Server beyond its config file.
+type Options struct {
+	Logger hclog.Logger
+	// Listener, when set, is used instead of listening on cfg.Listen.
+	Listener net.Listener
+	// GRPCOptions are added to the gRPC server's options (credentials).
+	GRPCOptions []grpc.ServerOption
+	// Authenticate is passed to the fleet (nil: trust Hello; dev only).
+	Authenticate func(ctx context.Context) (string, error)
+	// MissedHeartbeats overrides the fleet's default of 3.
+	MissedHeartbeats int
+}
+
+// Server is one running control plane.
+type Server struct {
+	cfg     *config.Config
+	log     hclog.Logger
+	store   *store.Store
+	fleet   *fleet.Fleet
+	grpc    *grpc.Server
+	ln      *fleet.ConnTracker
+	epoch   uint64
+	stopped sync.Once
+}
+
+// New opens state and builds the services; Serve starts them.
+func New(cfg *config.Config, opts Options) (*Server, error) {
+	log := opts.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	st, err := store.Open(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	epoch, err := st.NextEpoch()
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("bump epoch: %w", err)
+	}
+	ln := opts.Listener
+	if ln == nil {
+		ln, err = net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		}
+	}
+	tracker := fleet.Track(ln)
+	fl, err := fleet.New(fleet.Config{
+		Store: st, Hosts: cfg, Epoch: epoch, HeartbeatInterval: cfg.HeartbeatInterval.D(),
+		MissedHeartbeats: opts.MissedHeartbeats, Authenticate: opts.Authenticate, Tracker: tracker,
+		Logger: log, ServerVersion: version.Version,
+	})
+	if err != nil {
+		tracker.Close()
+		st.Close()
+		return nil, err
+	}
+	gopts := append([]grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(KeepaliveEnforcement),
+		grpc.KeepaliveParams(KeepaliveParams),
+		// Ten thousand mostly idle streams: keep per-connection buffers
+		// small and give the write buffer back when idle.
+		grpc.SharedWriteBuffer(true),
+		// Stop waits for stream handlers, so none writes to a closed store.
+		grpc.WaitForHandlers(true),
+		grpc.ReadBufferSize(8 << 10),
+		grpc.WriteBufferSize(8 << 10),
+	}, opts.GRPCOptions...)
+	gs := grpc.NewServer(gopts...)
+	pb.RegisterAgentServiceServer(gs, fl)
+	pb.RegisterAdminServiceServer(gs, &api.Admin{Fleet: fl})
+	log.Info("server ready", "listen", tracker.Addr().String(), "epoch", epoch, "config", cfg.String(), "version", version.Version)
+	return &Server{cfg: cfg, log: log, store: st, fleet: fl, grpc: gs, ln: tracker, epoch: epoch}, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Fleet exposes the fleet (later layers, tests).
+func (s *Server) Fleet() *fleet.Fleet { return s.fleet }
+
+// Store exposes the store (tests).
+func (s *Server) Store() *store.Store { return s.store }
+
+// Epoch is this start's epoch.
+func (s *Server) Epoch() uint64 { return s.epoch }
+
+// Serve runs until ctx ends, then stops everything and closes the store.
+func (s *Server) Serve(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.fleet.Supervise(ctx)
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(s.ln) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		if errors.Is(err, grpc.ErrServerStopped) {
+			err = nil
+		}
+	}
+	cancel()
+	s.Stop()
+	wg.Wait()
+	return err
+}
+
+// Stop closes every stream and the store. Agents reconnect to the next
+// server start; nothing in flight is lost because tasks are persisted
+// before they are sent.
+func (s *Server) Stop() {
+	s.stopped.Do(func() {
+		s.grpc.Stop()
+		if err := s.store.Close(); err != nil {
+			s.log.Error("close store", "error", err)
+		}
+		s.log.Info("server stopped")
+	})
+}
