@@ -402,7 +402,8 @@ func TestHAProxyAttachWaitsForHealthCheckNotJustReady(t *testing.T) {
 	require.ErrorIs(t, err, lb.ErrTimeout)
 	require.ErrorContains(t, err, "be/d1 not UP within 1.5s")
 	require.ErrorContains(t, err, `last status "DOWN"`)
-	require.ErrorContains(t, err, "L7STS")
+	// Normally L7STS (the 503); under heavy load possibly a timeout.
+	require.Regexp(t, `check L[4-7][A-Z]+ "`, err.Error(), "the error names the failed check")
 	require.GreaterOrEqual(t, time.Since(start), 1500*time.Millisecond)
 	st, err := d1.Status(ctx)
 	require.NoError(t, err)

@@ -96,6 +96,11 @@ type Config struct {
 	Rise, Fall int
 	// TimeoutServer is "timeout server". Default 10s.
 	TimeoutServer time.Duration
+	// TimeoutCheck is "timeout check", how long a health check may wait
+	// for the answer. Default 1s: without it HAProxy allows only "inter"
+	// (200ms), and a backend under -race on a loaded test machine would
+	// flap DOWN for reasons that have nothing to do with the test.
+	TimeoutCheck time.Duration
 	// BackendLines are extra lines appended to the backend section, for
 	// tests that need e.g. "option redispatch".
 	BackendLines []string
@@ -118,6 +123,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.TimeoutServer == 0 {
 		c.TimeoutServer = 10 * time.Second
+	}
+	if c.TimeoutCheck == 0 {
+		c.TimeoutCheck = time.Second
 	}
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 10 * time.Second
@@ -297,6 +305,7 @@ func renderConfig(cfg Config, inst *Instance) string {
 	fmt.Fprintf(&b, "  timeout connect 2s\n")
 	fmt.Fprintf(&b, "  timeout client 10s\n")
 	fmt.Fprintf(&b, "  timeout server %dms\n", cfg.TimeoutServer.Milliseconds())
+	fmt.Fprintf(&b, "  timeout check %dms\n", cfg.TimeoutCheck.Milliseconds())
 	fmt.Fprintf(&b, "frontend fe\n")
 	fmt.Fprintf(&b, "  bind %s\n", inst.Addr)
 	fmt.Fprintf(&b, "  default_backend %s\n", Backend)
