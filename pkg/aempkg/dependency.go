@@ -125,7 +125,17 @@ func ParseDependencies(s string) ([]Dependency, error) {
 // String renders d as FileVault does: group:name:range, leaving out an
 // unbounded range, and leaving out the group too when it is empty and the
 // range is unbounded.
+//
+// One exception keeps ParseDependency(d.String()) == d: FileVault would
+// write group "a/b", name "2fa", any version as "a/b:2fa", which its own
+// parser (and ours) reads back in the legacy form as group "a", name "b",
+// range "2fa". For such a name under a nested group we write the unbounded
+// range explicitly, "a/b:2fa:[,]", which FileVault also parses correctly.
 func (d Dependency) String() string {
+	if d.Range.IsAny() && strings.Contains(d.Group, "/") && d.Name != "" &&
+		(d.Name[0] >= '0' && d.Name[0] <= '9' || d.Name[0] == '[' || d.Name[0] == '(') {
+		return d.Group + ":" + d.Name + ":[,]"
+	}
 	var b strings.Builder
 	if d.Group != "" || !d.Range.IsAny() {
 		b.WriteString(d.Group)

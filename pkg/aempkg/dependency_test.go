@@ -27,6 +27,11 @@ func TestParseDependency(t *testing.T) {
 		{"/etc/packages/my/group:name:1.0", "my/group", "name", "1.0", "my/group:name:1.0"},
 		{"  adobe/consulting:acs-aem-commons-ui.apps:[6.0.0,7)  ", "adobe/consulting", "acs-aem-commons-ui.apps", "[6.0.0,7)", "adobe/consulting:acs-aem-commons-ui.apps:[6.0.0,7)"},
 		{"g:n:[1.0]", "g", "n", "[1.0,1.0]", "g:n:[1.0,1.0]"},
+		// A digit-initial name under a nested group needs an explicit
+		// unbounded range to survive a round trip (found by fuzzing).
+		{"a/b/2fa", "a/b", "2fa", "", "a/b:2fa:[,]"},
+		{"a/b:2fa:", "a/b", "2fa", "", "a/b:2fa:[,]"},
+		{"a/b:2fa", "a", "b", "2fa", "a:b:2fa"},
 	} {
 		d, err := ParseDependency(c.in)
 		require.NoError(t, err, c.in)

@@ -94,6 +94,14 @@ func TestVersionMaven38Choices(t *testing.T) {
 	require.Equal(t, 1, cmpVersions("1.0.0.RC1", "1.0.0-RC2"))
 }
 
+// Maven's order is not transitive for odd strings; we reproduce that rather
+// than invent a different order. Found by FuzzVersionCompare.
+func TestVersionMavenNotTransitive(t *testing.T) {
+	require.Equal(t, -1, cmpVersions("1..A0000", "1"))
+	require.Equal(t, -1, cmpVersions("1", "1A"))
+	require.Equal(t, 1, cmpVersions("1..A0000", "1A"))
+}
+
 // FileVault's VersionTest under the current (Maven) comparison. Where the
 // legacy segment comparison disagreed, the comment says so.
 func TestVersionFileVaultCases(t *testing.T) {
