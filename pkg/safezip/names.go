@@ -13,6 +13,10 @@ import (
 // the per-entry work of the duplicate and parent checks small.
 const maxNameLen = 4096
 
+// maxComponentLen bounds one component of an entry name: NAME_MAX of Linux filesystems, so
+// the error names the entry instead of coming back as ENAMETOOLONG from the kernel.
+const maxComponentLen = 255
+
 // Unix file type bits as stored in the upper 16 bits of a zip entry's external attributes.
 const (
 	sIFMT   = 0o170000
@@ -91,6 +95,9 @@ func cleanName(raw string) (string, error) {
 			// "a/../b" stays inside, but ".." in a name is never legitimate and would be
 			// resolved by the kernel through whatever "a" is.
 			return "", entryErr(raw, ErrUnsafePath, `path contains a ".." component`)
+		}
+		if len(c) > maxComponentLen {
+			return "", entryErr(raw, ErrLimit, "path component is longer than %d bytes", maxComponentLen)
 		}
 	}
 	if !filepath.IsLocal(filepath.FromSlash(raw)) {

@@ -10,17 +10,26 @@
 //   - Only regular files, directories and relative symbolic links that resolve inside the tree
 //     are created. Devices, FIFOs, sockets, unknown types, absolute links, escaping links and any
 //     entry whose path passes through a symlink of the archive are rejected. Symlinks are created
-//     after every file, so no write can ever go through one.
+//     after every file, so no write can ever go through one. Zip has no hardlink type and this
+//     package never creates hardlinks.
 //   - Permissions are masked with 0o755: no setuid, setgid, sticky or group/other write.
+//     Directories are also always owner-rwx (so the tree can be filled and later removed
+//     without a chmod pass); without a Unix mode in the archive, files get 0o644 and
+//     directories 0o755. Modes are applied exactly, whatever the process umask.
 //   - Limits on entry count, total bytes, bytes per file and the expansion ratio are enforced
 //     on the bytes actually decompressed, never on the sizes the headers claim.
 //   - The tree is built in a fresh temporary directory next to the destination (same
 //     filesystem), every file and directory is fsynced, then the directory is renamed into
 //     place. On any error the temporary directory is removed and the destination is untouched.
 //
-// Every error is classified: entry problems are an [*EntryError] naming the entry, and every
-// error from this package matches one of [ErrUnsafePath], [ErrUnsupported], [ErrLimit],
-// [ErrCorrupt] or [ErrDigest] with errors.Is, except I/O errors of the local filesystem.
+// Errors are classified: a problem with an entry is an [*EntryError] naming the entry, and
+// every error caused by the archive's content matches one of [ErrUnsafePath],
+// [ErrUnsupported], [ErrLimit], [ErrCorrupt] or [ErrDigest] with errors.Is. Other errors come
+// from the local filesystem (an existing destination matches fs.ErrExist) or from invalid
+// [Options].
+//
+// Verifying where an archive comes from is the caller's job; [Options.SHA256] lets it be done
+// here, before the archive is parsed.
 package safezip
 
 import (

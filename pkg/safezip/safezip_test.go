@@ -37,6 +37,7 @@ func TestRejects(t *testing.T) {
 		{name: "NUL", ents: []zent{file("a\x00b", "x")}, kind: ErrUnsafePath, entry: "a\x00b", reason: "NUL"},
 		{name: "empty name", ents: []zent{file("", "x")}, kind: ErrUnsafePath, entry: "", reason: "empty name"},
 		{name: "dot dir", ents: []zent{dir("./")}, kind: ErrUnsafePath, entry: "./", reason: "destination directory itself"},
+		{name: "long component", ents: []zent{file("d/"+strings.Repeat("n", 256), "x")}, kind: ErrLimit, entry: "d/" + strings.Repeat("n", 256), reason: "component is longer than 255"},
 		{name: "long name", ents: []zent{file(strings.Repeat("a/", 2100)+"f", "x")}, kind: ErrLimit, entry: strings.Repeat("a/", 2100) + "f", reason: "longer than 4096"},
 
 		// Duplicates.
