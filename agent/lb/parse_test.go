@@ -29,6 +29,13 @@ func TestParseShowStat26(t *testing.T) {
 	require.Equal(t, "DOWN", d2.Status)
 	require.Equal(t, "Layer4 connection problem", d2.CheckDesc)
 
+	// A check in progress shows as "* L7STS"; the prefix is dropped.
+	tab, err = parseShowStat("# pxname,svname,status,scur,check_status\nbe,d1,DOWN,0,* L7STS\n")
+	require.NoError(t, err)
+	d1, err = tab.server("be", "d1")
+	require.NoError(t, err)
+	require.Equal(t, "L7STS", d1.CheckStatus)
+
 	_, err = tab.server("be", "d3")
 	require.ErrorContains(t, err, "no server be/d3 in show stat")
 	_, err = tab.server("other", "d1")

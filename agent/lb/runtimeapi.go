@@ -54,11 +54,11 @@ func (a runtimeAPI) do(ctx context.Context, cmd string) (string, error) {
 		return "", fmt.Errorf("lb/haproxy: connect to runtime API socket %s: %w", a.socket, ctxCause(ctx, err))
 	}
 	defer conn.Close()
-	// The deadline covers the timeout; AfterFunc makes a cancelled ctx
-	// interrupt a blocked read at once instead of at the deadline.
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
+	// ctx alone bounds the I/O: when it ends (our timeout, or the caller's
+	// deadline or cancel) AfterFunc expires the connection. Not setting
+	// the deadline from ctx.Deadline() directly is deliberate: the socket
+	// could then time out a moment before ctx reports why, and the error
+	// would say only "i/o timeout".
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
 	defer stop()
 
@@ -189,8 +189,10 @@ func (t *statTable) server(backend, server string) (serverStat, error) {
 			continue
 		}
 		st := serverStat{
-			Status:      t.field(rec, "status"),
-			CheckStatus: t.field(rec, "check_status"),
+			Status: t.field(rec, "status"),
+			// HAProxy prefixes check_status with "* " while a check
+			// is running; the result is the same word without it.
+			CheckStatus: strings.TrimPrefix(t.field(rec, "check_status"), "* "),
 			CheckDesc:   t.field(rec, "check_desc"),
 		}
 		var err error
