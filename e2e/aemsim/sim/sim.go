@@ -83,9 +83,10 @@ type Sim struct {
 	requests []*Request
 	nextSeq  int64
 
-	inflight sync.WaitGroup // ServeHTTP calls in progress
-	closing  chan struct{}  // closed by Close
-	closeOne sync.Once
+	inflight  sync.WaitGroup // ServeHTTP calls in progress
+	closing   chan struct{}  // closed by Close
+	closeOne  sync.Once
+	storeOnce sync.Once
 }
 
 // progress is what installstatus.jsp reports while an install runs.
@@ -141,9 +142,15 @@ func New(cfg Config) (*Sim, error) {
 // completes and is recorded), waits for requests in progress and releases
 // the data directory. The Sim answers 503 afterwards.
 func (s *Sim) Close() error {
+	// Closed under s.mu: ServeHTTP checks closed() and calls inflight.Add
+	// under s.mu, so no Add can slip in after Wait has started.
+	s.mu.Lock()
 	s.closeOne.Do(func() { close(s.closing) })
+	s.mu.Unlock()
 	s.inflight.Wait()
-	return s.store.close()
+	var err error
+	s.storeOnce.Do(func() { err = s.store.close() })
+	return err
 }
 
 func (s *Sim) closed() bool {
