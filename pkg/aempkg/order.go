@@ -87,7 +87,8 @@ func Dedupe(pkgs []*Package) (kept, superseded []*Package) {
 // top of the dependency's new version. A dependency satisfied only by an
 // installed package adds no ordering. A dependency satisfied by neither is
 // reported in an *UnsatisfiedError listing every such dependency. Packages
-// depending on each other in a circle give a *CycleError.
+// depending on each other in a circle give a *CycleError; unsatisfied
+// dependencies are reported first, before cycles are looked for.
 //
 // When the set holds several versions of one group:name, only the highest is
 // kept (see Dedupe); the others are left out of the result, and dependencies

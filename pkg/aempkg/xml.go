@@ -23,7 +23,8 @@ import (
 // the last value, as Properties.loadFromXML does. An entry without a key,
 // markup inside an entry, or an element other than comment and entry is an
 // error, as it would be for Java's validating loader. Only UTF-8, US-ASCII
-// and ISO-8859-1 documents are accepted; FileVault writes UTF-8.
+// and ISO-8859-1 documents are accepted; FileVault writes UTF-8. r is read
+// to its end: callers bound its size (FromZip reads at most MaxMetadataSize).
 func ParseProperties(r io.Reader) (map[string]string, error) {
 	dec := newDecoder(r)
 	props := map[string]string{}

@@ -177,6 +177,14 @@ func TestUploadRejectsInvalidPackages(t *testing.T) {
 	require.Empty(t, tmp, "rejected uploads leave nothing behind")
 }
 
+func TestUploadSizeLimit(t *testing.T) {
+	e := start(t, "", func(c *sim.Config) { c.MaxUploadBytes = 100 })
+	r := e.upload(pkgZip("g", "a", "1.0", ""), false)
+	require.False(t, r.Success)
+	require.Contains(t, r.Msg, "larger than 100 bytes")
+	require.Empty(t, e.ls())
+}
+
 func TestUnknownPackageAndCommand(t *testing.T) {
 	e := start(t, "")
 	for _, cmd := range []string{"install", "uninstall", "delete", "build"} {
@@ -192,6 +200,7 @@ func TestUnknownPackageAndCommand(t *testing.T) {
 	require.NoError(t, err)
 	resp, _ := e.do(req)
 	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+	require.Equal(t, "upload", e.lastRequest("upload").Cmd)
 
 	req, err = http.NewRequest(http.MethodGet, e.url("/crx/packmgr/nothing"), nil)
 	require.NoError(t, err)

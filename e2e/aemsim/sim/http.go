@@ -84,7 +84,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.updateRequest(rec, func(q *Request) { q.User = user })
 
-	c := &call{user: user, rec: rec, crxVersion: s.cfg.CRXVersion}
+	c := &call{user: user, rec: rec, crxVersion: s.cfg.CRXVersion, fields: queryFields(r)}
 	var handle func(*call) response
 	switch p := r.URL.Path; {
 	case p == jsonServicePath || p == jsonServicePath+"/" || strings.HasPrefix(p, jsonServicePath+"/"):
@@ -110,15 +110,12 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				handle = failedForm(err, true)
 				break
 			}
-		} else {
-			c.fields = queryFields(r)
 		}
 		handle = s.serveLegacy
 		if c.fields["cmd"] == "" && c.upload != nil {
 			c.cmd = "upload"
 		}
 	case p == installStatusPath:
-		c.fields = queryFields(r)
 		c.cmd = "installstatus"
 		handle = s.serveInstallStatus
 	default:
@@ -225,11 +222,10 @@ func queryFields(r *http.Request) map[string]string {
 	return fields
 }
 
-// readForm collects query parameters and form fields (a query parameter wins
-// over a form field of the same name) and saves the file part named
-// fileField to tmp/. Other file parts are read and discarded.
+// readForm adds form fields to c.fields (which holds the query parameters;
+// a query parameter wins over a form field of the same name) and saves the
+// file part named fileField to tmp/. Other file parts are read and discarded.
 func (s *Sim) readForm(w http.ResponseWriter, r *http.Request, c *call, fileField string) error {
-	c.fields = queryFields(r)
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes+1<<20)
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	switch mt {
