@@ -109,6 +109,13 @@ lb:
 	}, *cfg.LB.HAProxy)
 	require.NoError(t, cfg.LB.Validate())
 
+	cfg.LB = lb.Config{}
+	err = yamlconf.Decode("agent.yaml", []byte("lb:\n  kind: healthfile\n  healthfile:\n    path: /var/www/h\n    mode: 0640\n    drain_time: 5s\n    rise_time: 2s\n"), &cfg)
+	require.NoError(t, err)
+	require.Equal(t, lb.HealthFileConfig{
+		Path: "/var/www/h", Mode: 0o640, DrainTime: yamlconf.Duration(5 * time.Second), RiseTime: yamlconf.Duration(2 * time.Second),
+	}, *cfg.LB.HealthFile)
+
 	err = yamlconf.Decode("agent.yaml", []byte("lb:\n  kind: healthfile\n  healthfile:\n    path: /var/www/h\n    drain_tme: 5s\n"), &cfg)
 	require.ErrorContains(t, err, `unknown key "drain_tme" (did you mean "drain_time"?)`)
 }

@@ -71,9 +71,10 @@ type Status struct {
 	Sessions int
 }
 
-// ErrTimeout is wrapped by errors returned when a driver's own bound (drain
-// or attach timeout, command timeout) ran out, as opposed to the caller's
-// ctx ending, which is reported by wrapping ctx.Err().
+// ErrTimeout is wrapped by errors returned when a driver's own bound ran
+// out (haproxy up_timeout or command_timeout, command timeout), as opposed
+// to the caller's ctx ending, which is reported by wrapping ctx.Err(). The
+// haproxy drain timeout is not an error (see HAProxy.DetachReport).
 var ErrTimeout = errors.New("timed out")
 
 // Kinds accepted in Config.Kind.
