@@ -86,6 +86,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	c := &call{user: user, rec: rec, crxVersion: s.cfg.CRXVersion, fields: queryFields(r)}
 	var handle func(*call) response
+	known := true // a Package Manager endpoint, subject to http-500 and drop faults
 	switch p := r.URL.Path; {
 	case p == jsonServicePath || p == jsonServicePath+"/" || strings.HasPrefix(p, jsonServicePath+"/"):
 		pkgPath := strings.TrimPrefix(strings.TrimPrefix(p, jsonServicePath), "/")
@@ -119,6 +120,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.cmd = "installstatus"
 		handle = s.serveInstallStatus
 	default:
+		known = false
 		handle = func(*call) response {
 			return response{status: http.StatusNotFound, contentType: "text/plain; charset=utf-8", body: []byte("404 Not Found\n"), outcome: OutcomeNotFound}
 		}
@@ -140,14 +142,18 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 
-	if s.injectFault(w, r, rec, start, c.cmd, false, "") {
+	if known && s.injectFault(w, r, rec, start, c.cmd, false, "") {
 		return
 	}
 	resp := handle(c)
-	if s.injectFault(w, r, rec, start, c.cmd, true, resp.outcome) {
+	performed := resp.outcome
+	if !known {
+		performed = ""
+	}
+	if known && s.injectFault(w, r, rec, start, c.cmd, true, performed) {
 		return
 	}
-	s.finish(rec, start, r, resp.status, resp.outcome, resp.outcome, resp.msg)
+	s.finish(rec, start, r, resp.status, resp.outcome, performed, resp.msg)
 	w.Header().Set("Content-Type", resp.contentType)
 	w.WriteHeader(resp.status)
 	_, _ = w.Write(resp.body)
