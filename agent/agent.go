@@ -33,6 +33,8 @@ type Options struct {
 	WrapHandler func(kind string, h worker.Handler) worker.Handler
 	// OnConnected is passed to the session.
 	OnConnected func()
+	// Hooks inject failures (tests only).
+	Hooks session.Hooks
 }
 
 // Agent is one running deckhand-agent.
@@ -88,6 +90,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		Journal:      j,
 		Worker:       w,
 		OnConnected:  onConn,
+		Hooks:        opts.Hooks,
 	})
 	return &Agent{cfg: cfg, log: log, journal: j, worker: w, client: c}, nil
 }

@@ -55,10 +55,22 @@ type Config struct {
 	Worker         *worker.Worker
 	// OnConnected is called after each Welcome (tests, systemd status).
 	OnConnected func(welcome *pb.Welcome)
+	// Hooks let tests simulate a crash between two durable steps.
+	Hooks Hooks
 	// FatalCodes lists gRPC codes that end Run instead of retrying
 	// (a refused identity will not fix itself). Default:
 	// PermissionDenied, Unauthenticated.
 	FatalCodes []codes.Code
+}
+
+// Hooks are failure injection points for tests; nil fields do nothing.
+type Hooks struct {
+	// DropResult, returning true, drops a result instead of sending it (as
+	// if the agent died right after journaling it).
+	DropResult func(taskID string) bool
+	// DropAck, returning true, ignores an ack (as if the agent died before
+	// journaling it).
+	DropAck func(taskID string) bool
 }
 
 // Client is one agent's connection manager.
@@ -224,7 +236,7 @@ func (c *Client) session(ctx context.Context) (welcomed bool, err error) {
 		c.setConn(nil)
 	}()
 
-	out := &sender{stream: stream, log: c.log}
+	out := &sender{stream: stream, log: c.log, dropResult: c.cfg.Hooks.DropResult}
 	c.cfg.Worker.SetSink(out)
 	defer c.cfg.Worker.SetSink(nil)
 	if c.cfg.OnConnected != nil {
@@ -255,6 +267,9 @@ func (c *Client) session(ctx context.Context) (welcomed bool, err error) {
 		case *pb.ServerMessage_Cancel:
 			c.cfg.Worker.Cancel(m.Cancel.TaskId, m.Cancel.Reason)
 		case *pb.ServerMessage_Ack:
+			if c.cfg.Hooks.DropAck != nil && c.cfg.Hooks.DropAck(m.Ack.TaskId) {
+				continue
+			}
 			c.cfg.Worker.Ack(m.Ack.TaskId)
 		case *pb.ServerMessage_Welcome:
 			return true, errors.New("protocol error: Welcome sent twice")
@@ -309,9 +324,10 @@ func recvErr(stream pb.AgentService_ConnectClient, sendErr error) error {
 // sender serialises sends on the stream (gRPC allows one sender at a time)
 // and implements worker.Sink.
 type sender struct {
-	mu     sync.Mutex
-	stream pb.AgentService_ConnectClient
-	log    hclog.Logger
+	mu         sync.Mutex
+	stream     pb.AgentService_ConnectClient
+	log        hclog.Logger
+	dropResult func(string) bool
 }
 
 func (s *sender) send(m *pb.AgentMessage) {
@@ -329,6 +345,9 @@ func (s *sender) Progress(id, mark, line string, at time.Time) {
 }
 
 func (s *sender) Result(r *task.Result) {
+	if s.dropResult != nil && s.dropResult(r.TaskID) {
+		return
+	}
 	p, err := task.ResultToProto(r)
 	if err != nil {
 		s.log.Error("cannot encode result", "task", r.TaskID, "error", err)
