@@ -3,6 +3,7 @@ package aempkg_test
 import (
 	"archive/zip"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -152,4 +153,27 @@ func TestReadFileMissing(t *testing.T) {
 	_, err := aempkg.ReadFile(t.TempDir() + "/nope.zip")
 	require.Error(t, err)
 	require.False(t, errors.Is(err, aempkg.ErrNoProperties))
+}
+
+func TestPackageJSONRoundTrip(t *testing.T) {
+	data := aempkgtest.Package(aempkgtest.Spec{Group: "my/g", Name: "n", Version: "1.0-SNAPSHOT", Dependencies: "my/g:core:[1.0,2.0),other"})
+	p, err := aempkg.Read(bytes.NewReader(data), int64(len(data)))
+	require.NoError(t, err)
+	b, err := json.Marshal(p)
+	require.NoError(t, err)
+	require.Contains(t, string(b), `"ID":"my/g:n:1.0-SNAPSHOT"`)
+	require.Contains(t, string(b), `"Dependencies":["my/g:core:[1.0,2.0)","other"]`)
+	var back aempkg.Package
+	require.NoError(t, json.Unmarshal(b, &back))
+	require.Equal(t, *p, back)
+
+	// IDs work as map keys; invalid text is rejected on decode.
+	m := map[aempkg.ID]int{p.ID: 1}
+	b, err = json.Marshal(m)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"my/g:n:1.0-SNAPSHOT":1}`, string(b))
+	var id aempkg.ID
+	require.Error(t, json.Unmarshal([]byte(`"not an id"`), &id))
+	var r aempkg.VersionRange
+	require.Error(t, json.Unmarshal([]byte(`"[2,1]"`), &r))
 }
