@@ -102,8 +102,10 @@ type Result struct {
 	StartedAt  time.Time
 	FinishedAt time.Time
 	Attempts   int
-	// Output is the kind-specific answer: *Facts for HostFacts; nil when
-	// the task failed before producing one.
+	// Output is the kind-specific answer (*Facts, *DispatcherOutput,
+	// *CacheFlushOutput, *PackageInstallOutput, *LBOutput); it may be set
+	// on a failed task too (what was done before the failure), and is nil
+	// when there is nothing to say.
 	Output any
 }
 
@@ -134,13 +136,8 @@ func SpecToProto(s Spec) (*pb.Task, error) {
 	if s.Timeout > 0 {
 		t.Timeout = durationpb.New(s.Timeout)
 	}
-	switch s.Kind.(type) {
-	case HostFacts, *HostFacts:
-		t.Kind = &pb.Task_HostFacts{HostFacts: &pb.HostFactsTask{}}
-	case nil:
-		return nil, errors.New("task has no kind")
-	default:
-		return nil, fmt.Errorf("task kind %T has no wire form", s.Kind)
+	if err := kindToProto(s.Kind, t); err != nil {
+		return nil, err
 	}
 	return t, nil
 }
@@ -166,14 +163,11 @@ func SpecFromProto(t *pb.Task) (Spec, error) {
 	if s.ID == "" {
 		return s, errors.New("task has no id")
 	}
-	switch t.Kind.(type) {
-	case *pb.Task_HostFacts:
-		s.Kind = HostFacts{}
-	case nil:
-		return s, fmt.Errorf("task %s has no kind (sent by a newer server?)", s.ID)
-	default:
-		return s, fmt.Errorf("task %s has unsupported kind %T", s.ID, t.Kind)
+	k, err := kindFromProto(t)
+	if err != nil {
+		return s, err
 	}
+	s.Kind = k
 	return s, nil
 }
 
@@ -218,12 +212,8 @@ func ResultToProto(r *Result) (*pb.TaskResult, error) {
 	if !r.FinishedAt.IsZero() {
 		out.FinishedAt = timestamppb.New(r.FinishedAt)
 	}
-	switch o := r.Output.(type) {
-	case nil:
-	case *Facts:
-		out.Output = &pb.TaskResult_HostFacts{HostFacts: factsToProto(o)}
-	default:
-		return nil, fmt.Errorf("task result output %T has no wire form", r.Output)
+	if err := outputToProto(r.Output, out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -245,13 +235,11 @@ func ResultFromProto(p *pb.TaskResult) (*Result, error) {
 	if p.FinishedAt != nil {
 		r.FinishedAt = p.FinishedAt.AsTime()
 	}
-	switch o := p.Output.(type) {
-	case nil:
-	case *pb.TaskResult_HostFacts:
-		r.Output = factsFromProto(o.HostFacts)
-	default:
-		return nil, fmt.Errorf("task result %s has unsupported output %T", p.TaskId, p.Output)
+	out, err := outputFromProto(p)
+	if err != nil {
+		return nil, err
 	}
+	r.Output = out
 	return r, nil
 }
 

@@ -51,3 +51,40 @@ func TestResultRoundTrip(t *testing.T) {
 	failed := &Result{TaskID: "x", Status: StatusFailed, Error: "boom"}
 	require.EqualError(t, failed.Err(), "task x failed: boom")
 }
+
+func TestEveryKindRoundTrips(t *testing.T) {
+	kinds := []Kind{
+		HostFacts{},
+		DispatcherDeploy{Artifact: Artifact{SHA256: "ab", Size: 3, Name: "d.zip"}},
+		DispatcherRestore{BackupID: "b1"},
+		CacheFlush{InvalidatePaths: []string{"/content/a"}, FlushPaths: []string{"/content/b"}},
+		PackageInstall{Packages: []Artifact{{SHA256: "1"}, {SHA256: "2", Name: "p.zip"}}},
+		LBDetach{},
+		LBAttach{},
+	}
+	for _, k := range kinds {
+		b, err := MarshalSpec(Spec{ID: "x", Kind: k})
+		require.NoError(t, err, k.Name())
+		got, err := UnmarshalSpec(b)
+		require.NoError(t, err, k.Name())
+		require.Equal(t, k, got.Kind)
+	}
+	_, err := SpecFromProto(&pb.Task{Id: "x", Kind: &pb.Task_DispatcherDeploy{DispatcherDeploy: &pb.DispatcherDeployTask{}}})
+	require.ErrorContains(t, err, "without an artifact digest")
+}
+
+func TestEveryOutputRoundTrips(t *testing.T) {
+	outs := []any{
+		&DispatcherOutput{BackupID: "b", Ignored: []string{"conf/httpd.conf"}, Files: 3, ConfigTest: "Syntax OK", Restored: true, Recovery: "r"},
+		&CacheFlushOutput{Paths: []FlushedPath{{Path: "/content", Action: "flush", Removed: 2}}},
+		&PackageInstallOutput{Packages: []PackageOutcome{{ID: "g:n:1", Status: "installed", Took: time.Second, SHA256: "x"}}},
+		&LBOutput{State: "detached", Waited: time.Millisecond, Drained: true},
+	}
+	for _, o := range outs {
+		b, err := MarshalResult(&Result{TaskID: "x", Status: StatusFailed, Error: "e", Output: o})
+		require.NoError(t, err)
+		got, err := UnmarshalResult(b)
+		require.NoError(t, err)
+		require.Equal(t, o, got.Output)
+	}
+}

@@ -793,6 +793,12 @@ type Task struct {
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Task_HostFacts
+	//	*Task_DispatcherDeploy
+	//	*Task_DispatcherRestore
+	//	*Task_CacheFlush
+	//	*Task_PackageInstall
+	//	*Task_LbDetach
+	//	*Task_LbAttach
 	Kind          isTask_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -886,6 +892,60 @@ func (x *Task) GetHostFacts() *HostFactsTask {
 	return nil
 }
 
+func (x *Task) GetDispatcherDeploy() *DispatcherDeployTask {
+	if x != nil {
+		if x, ok := x.Kind.(*Task_DispatcherDeploy); ok {
+			return x.DispatcherDeploy
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetDispatcherRestore() *DispatcherRestoreTask {
+	if x != nil {
+		if x, ok := x.Kind.(*Task_DispatcherRestore); ok {
+			return x.DispatcherRestore
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetCacheFlush() *CacheFlushTask {
+	if x != nil {
+		if x, ok := x.Kind.(*Task_CacheFlush); ok {
+			return x.CacheFlush
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetPackageInstall() *PackageInstallTask {
+	if x != nil {
+		if x, ok := x.Kind.(*Task_PackageInstall); ok {
+			return x.PackageInstall
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetLbDetach() *LoadBalancerDetachTask {
+	if x != nil {
+		if x, ok := x.Kind.(*Task_LbDetach); ok {
+			return x.LbDetach
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetLbAttach() *LoadBalancerAttachTask {
+	if x != nil {
+		if x, ok := x.Kind.(*Task_LbAttach); ok {
+			return x.LbAttach
+		}
+	}
+	return nil
+}
+
 type isTask_Kind interface {
 	isTask_Kind()
 }
@@ -894,7 +954,369 @@ type Task_HostFacts struct {
 	HostFacts *HostFactsTask `protobuf:"bytes,10,opt,name=host_facts,json=hostFacts,proto3,oneof"`
 }
 
+type Task_DispatcherDeploy struct {
+	DispatcherDeploy *DispatcherDeployTask `protobuf:"bytes,11,opt,name=dispatcher_deploy,json=dispatcherDeploy,proto3,oneof"`
+}
+
+type Task_DispatcherRestore struct {
+	DispatcherRestore *DispatcherRestoreTask `protobuf:"bytes,12,opt,name=dispatcher_restore,json=dispatcherRestore,proto3,oneof"`
+}
+
+type Task_CacheFlush struct {
+	CacheFlush *CacheFlushTask `protobuf:"bytes,13,opt,name=cache_flush,json=cacheFlush,proto3,oneof"`
+}
+
+type Task_PackageInstall struct {
+	PackageInstall *PackageInstallTask `protobuf:"bytes,14,opt,name=package_install,json=packageInstall,proto3,oneof"`
+}
+
+type Task_LbDetach struct {
+	LbDetach *LoadBalancerDetachTask `protobuf:"bytes,15,opt,name=lb_detach,json=lbDetach,proto3,oneof"`
+}
+
+type Task_LbAttach struct {
+	LbAttach *LoadBalancerAttachTask `protobuf:"bytes,16,opt,name=lb_attach,json=lbAttach,proto3,oneof"`
+}
+
 func (*Task_HostFacts) isTask_Kind() {}
+
+func (*Task_DispatcherDeploy) isTask_Kind() {}
+
+func (*Task_DispatcherRestore) isTask_Kind() {}
+
+func (*Task_CacheFlush) isTask_Kind() {}
+
+func (*Task_PackageInstall) isTask_Kind() {}
+
+func (*Task_LbDetach) isTask_Kind() {}
+
+func (*Task_LbAttach) isTask_Kind() {}
+
+// ArtifactRef names a blob in the control plane's artifact store.
+type ArtifactRef struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Sha256 string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size   int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// name is the file name it was pushed as (for messages only).
+	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArtifactRef) Reset() {
+	*x = ArtifactRef{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArtifactRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArtifactRef) ProtoMessage() {}
+
+func (x *ArtifactRef) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArtifactRef.ProtoReflect.Descriptor instead.
+func (*ArtifactRef) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ArtifactRef) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ArtifactRef) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ArtifactRef) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// DispatcherDeployTask replaces the dispatcher's Apache config tree with
+// the artifact, keeping the immutable files the agent's config names.
+type DispatcherDeployTask struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Artifact      *ArtifactRef           `protobuf:"bytes,1,opt,name=artifact,proto3" json:"artifact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DispatcherDeployTask) Reset() {
+	*x = DispatcherDeployTask{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DispatcherDeployTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DispatcherDeployTask) ProtoMessage() {}
+
+func (x *DispatcherDeployTask) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DispatcherDeployTask.ProtoReflect.Descriptor instead.
+func (*DispatcherDeployTask) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DispatcherDeployTask) GetArtifact() *ArtifactRef {
+	if x != nil {
+		return x.Artifact
+	}
+	return nil
+}
+
+// DispatcherRestoreTask puts a backup back. An empty backup_id means the
+// backup taken before the most recent deployment.
+type DispatcherRestoreTask struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BackupId      string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DispatcherRestoreTask) Reset() {
+	*x = DispatcherRestoreTask{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DispatcherRestoreTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DispatcherRestoreTask) ProtoMessage() {}
+
+func (x *DispatcherRestoreTask) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DispatcherRestoreTask.ProtoReflect.Descriptor instead.
+func (*DispatcherRestoreTask) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DispatcherRestoreTask) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+// CacheFlushTask invalidates (like an activation) or flushes (deletes) the
+// given paths from the dispatcher cache.
+type CacheFlushTask struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	InvalidatePaths []string               `protobuf:"bytes,1,rep,name=invalidate_paths,json=invalidatePaths,proto3" json:"invalidate_paths,omitempty"`
+	FlushPaths      []string               `protobuf:"bytes,2,rep,name=flush_paths,json=flushPaths,proto3" json:"flush_paths,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CacheFlushTask) Reset() {
+	*x = CacheFlushTask{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheFlushTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheFlushTask) ProtoMessage() {}
+
+func (x *CacheFlushTask) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheFlushTask.ProtoReflect.Descriptor instead.
+func (*CacheFlushTask) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CacheFlushTask) GetInvalidatePaths() []string {
+	if x != nil {
+		return x.InvalidatePaths
+	}
+	return nil
+}
+
+func (x *CacheFlushTask) GetFlushPaths() []string {
+	if x != nil {
+		return x.FlushPaths
+	}
+	return nil
+}
+
+// PackageInstallTask installs AEM content packages, in the given order
+// (the control plane sorted them by dependency; the agent checks again).
+type PackageInstallTask struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Packages      []*ArtifactRef         `protobuf:"bytes,1,rep,name=packages,proto3" json:"packages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackageInstallTask) Reset() {
+	*x = PackageInstallTask{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackageInstallTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackageInstallTask) ProtoMessage() {}
+
+func (x *PackageInstallTask) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackageInstallTask.ProtoReflect.Descriptor instead.
+func (*PackageInstallTask) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PackageInstallTask) GetPackages() []*ArtifactRef {
+	if x != nil {
+		return x.Packages
+	}
+	return nil
+}
+
+type LoadBalancerDetachTask struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoadBalancerDetachTask) Reset() {
+	*x = LoadBalancerDetachTask{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadBalancerDetachTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadBalancerDetachTask) ProtoMessage() {}
+
+func (x *LoadBalancerDetachTask) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadBalancerDetachTask.ProtoReflect.Descriptor instead.
+func (*LoadBalancerDetachTask) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+type LoadBalancerAttachTask struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoadBalancerAttachTask) Reset() {
+	*x = LoadBalancerAttachTask{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadBalancerAttachTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadBalancerAttachTask) ProtoMessage() {}
+
+func (x *LoadBalancerAttachTask) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadBalancerAttachTask.ProtoReflect.Descriptor instead.
+func (*LoadBalancerAttachTask) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{16}
+}
 
 // HostFactsTask asks the agent to describe its host.
 type HostFactsTask struct {
@@ -905,7 +1327,7 @@ type HostFactsTask struct {
 
 func (x *HostFactsTask) Reset() {
 	*x = HostFactsTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[10]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1339,7 @@ func (x *HostFactsTask) String() string {
 func (*HostFactsTask) ProtoMessage() {}
 
 func (x *HostFactsTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[10]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1352,7 @@ func (x *HostFactsTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostFactsTask.ProtoReflect.Descriptor instead.
 func (*HostFactsTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 type HostFacts struct {
@@ -953,7 +1375,7 @@ type HostFacts struct {
 
 func (x *HostFacts) Reset() {
 	*x = HostFacts{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[11]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1387,7 @@ func (x *HostFacts) String() string {
 func (*HostFacts) ProtoMessage() {}
 
 func (x *HostFacts) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[11]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1400,7 @@ func (x *HostFacts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostFacts.ProtoReflect.Descriptor instead.
 func (*HostFacts) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HostFacts) GetHostname() string {
@@ -1065,7 +1487,7 @@ type TaskProgress struct {
 
 func (x *TaskProgress) Reset() {
 	*x = TaskProgress{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[12]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1499,7 @@ func (x *TaskProgress) String() string {
 func (*TaskProgress) ProtoMessage() {}
 
 func (x *TaskProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[12]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1512,7 @@ func (x *TaskProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskProgress.ProtoReflect.Descriptor instead.
 func (*TaskProgress) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TaskProgress) GetTaskId() string {
@@ -1134,6 +1556,10 @@ type TaskResult struct {
 	// Types that are valid to be assigned to Output:
 	//
 	//	*TaskResult_HostFacts
+	//	*TaskResult_Dispatcher
+	//	*TaskResult_CacheFlush
+	//	*TaskResult_PackageInstall
+	//	*TaskResult_Lb
 	Output        isTaskResult_Output `protobuf_oneof:"output"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1141,7 +1567,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[13]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1579,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[13]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1592,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -1227,6 +1653,42 @@ func (x *TaskResult) GetHostFacts() *HostFacts {
 	return nil
 }
 
+func (x *TaskResult) GetDispatcher() *DispatcherOutput {
+	if x != nil {
+		if x, ok := x.Output.(*TaskResult_Dispatcher); ok {
+			return x.Dispatcher
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetCacheFlush() *CacheFlushOutput {
+	if x != nil {
+		if x, ok := x.Output.(*TaskResult_CacheFlush); ok {
+			return x.CacheFlush
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetPackageInstall() *PackageInstallOutput {
+	if x != nil {
+		if x, ok := x.Output.(*TaskResult_PackageInstall); ok {
+			return x.PackageInstall
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetLb() *LoadBalancerOutput {
+	if x != nil {
+		if x, ok := x.Output.(*TaskResult_Lb); ok {
+			return x.Lb
+		}
+	}
+	return nil
+}
+
 type isTaskResult_Output interface {
 	isTaskResult_Output()
 }
@@ -1235,7 +1697,435 @@ type TaskResult_HostFacts struct {
 	HostFacts *HostFacts `protobuf:"bytes,10,opt,name=host_facts,json=hostFacts,proto3,oneof"`
 }
 
+type TaskResult_Dispatcher struct {
+	Dispatcher *DispatcherOutput `protobuf:"bytes,11,opt,name=dispatcher,proto3,oneof"`
+}
+
+type TaskResult_CacheFlush struct {
+	CacheFlush *CacheFlushOutput `protobuf:"bytes,12,opt,name=cache_flush,json=cacheFlush,proto3,oneof"`
+}
+
+type TaskResult_PackageInstall struct {
+	PackageInstall *PackageInstallOutput `protobuf:"bytes,13,opt,name=package_install,json=packageInstall,proto3,oneof"`
+}
+
+type TaskResult_Lb struct {
+	Lb *LoadBalancerOutput `protobuf:"bytes,14,opt,name=lb,proto3,oneof"`
+}
+
 func (*TaskResult_HostFacts) isTaskResult_Output() {}
+
+func (*TaskResult_Dispatcher) isTaskResult_Output() {}
+
+func (*TaskResult_CacheFlush) isTaskResult_Output() {}
+
+func (*TaskResult_PackageInstall) isTaskResult_Output() {}
+
+func (*TaskResult_Lb) isTaskResult_Output() {}
+
+// DispatcherOutput answers DispatcherDeploy and DispatcherRestore.
+type DispatcherOutput struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// backup_id is the backup taken before this change (deploy) or the one
+	// put back (restore).
+	BackupId string `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	// ignored lists artifact entries not written because they are immutable.
+	Ignored []string `protobuf:"bytes,2,rep,name=ignored,proto3" json:"ignored,omitempty"`
+	Files   int32    `protobuf:"varint,3,opt,name=files,proto3" json:"files,omitempty"`
+	// configtest is the output of the config test, verbatim.
+	Configtest string `protobuf:"bytes,4,opt,name=configtest,proto3" json:"configtest,omitempty"`
+	// restored is true when the old config was put back (failed configtest
+	// or crash recovery).
+	Restored bool `protobuf:"varint,5,opt,name=restored,proto3" json:"restored,omitempty"`
+	// recovery says what crash recovery did, when it ran.
+	Recovery      string `protobuf:"bytes,6,opt,name=recovery,proto3" json:"recovery,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DispatcherOutput) Reset() {
+	*x = DispatcherOutput{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DispatcherOutput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DispatcherOutput) ProtoMessage() {}
+
+func (x *DispatcherOutput) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DispatcherOutput.ProtoReflect.Descriptor instead.
+func (*DispatcherOutput) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DispatcherOutput) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+func (x *DispatcherOutput) GetIgnored() []string {
+	if x != nil {
+		return x.Ignored
+	}
+	return nil
+}
+
+func (x *DispatcherOutput) GetFiles() int32 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *DispatcherOutput) GetConfigtest() string {
+	if x != nil {
+		return x.Configtest
+	}
+	return ""
+}
+
+func (x *DispatcherOutput) GetRestored() bool {
+	if x != nil {
+		return x.Restored
+	}
+	return false
+}
+
+func (x *DispatcherOutput) GetRecovery() string {
+	if x != nil {
+		return x.Recovery
+	}
+	return ""
+}
+
+type FlushedPath struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// action is "invalidate" or "flush".
+	Action        string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	Removed       int32  `protobuf:"varint,3,opt,name=removed,proto3" json:"removed,omitempty"`
+	Detail        string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlushedPath) Reset() {
+	*x = FlushedPath{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlushedPath) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlushedPath) ProtoMessage() {}
+
+func (x *FlushedPath) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlushedPath.ProtoReflect.Descriptor instead.
+func (*FlushedPath) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *FlushedPath) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FlushedPath) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *FlushedPath) GetRemoved() int32 {
+	if x != nil {
+		return x.Removed
+	}
+	return 0
+}
+
+func (x *FlushedPath) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+type CacheFlushOutput struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Paths         []*FlushedPath         `protobuf:"bytes,1,rep,name=paths,proto3" json:"paths,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheFlushOutput) Reset() {
+	*x = CacheFlushOutput{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheFlushOutput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheFlushOutput) ProtoMessage() {}
+
+func (x *CacheFlushOutput) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheFlushOutput.ProtoReflect.Descriptor instead.
+func (*CacheFlushOutput) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CacheFlushOutput) GetPaths() []*FlushedPath {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+type PackageOutcome struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is group:name:version.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// status is "installed", "skipped" or "failed".
+	Status        string               `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	Message       string               `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Took          *durationpb.Duration `protobuf:"bytes,4,opt,name=took,proto3" json:"took,omitempty"`
+	Sha256        string               `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackageOutcome) Reset() {
+	*x = PackageOutcome{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackageOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackageOutcome) ProtoMessage() {}
+
+func (x *PackageOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackageOutcome.ProtoReflect.Descriptor instead.
+func (*PackageOutcome) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PackageOutcome) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PackageOutcome) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *PackageOutcome) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *PackageOutcome) GetTook() *durationpb.Duration {
+	if x != nil {
+		return x.Took
+	}
+	return nil
+}
+
+func (x *PackageOutcome) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+type PackageInstallOutput struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Packages      []*PackageOutcome      `protobuf:"bytes,1,rep,name=packages,proto3" json:"packages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackageInstallOutput) Reset() {
+	*x = PackageInstallOutput{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackageInstallOutput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackageInstallOutput) ProtoMessage() {}
+
+func (x *PackageInstallOutput) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackageInstallOutput.ProtoReflect.Descriptor instead.
+func (*PackageInstallOutput) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PackageInstallOutput) GetPackages() []*PackageOutcome {
+	if x != nil {
+		return x.Packages
+	}
+	return nil
+}
+
+type LoadBalancerOutput struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	State  string                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	Detail string                 `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	Waited *durationpb.Duration   `protobuf:"bytes,3,opt,name=waited,proto3" json:"waited,omitempty"`
+	// drained is false when the drain timeout ended with sessions left.
+	Drained           bool  `protobuf:"varint,4,opt,name=drained,proto3" json:"drained,omitempty"`
+	RemainingSessions int32 `protobuf:"varint,5,opt,name=remaining_sessions,json=remainingSessions,proto3" json:"remaining_sessions,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *LoadBalancerOutput) Reset() {
+	*x = LoadBalancerOutput{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadBalancerOutput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadBalancerOutput) ProtoMessage() {}
+
+func (x *LoadBalancerOutput) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadBalancerOutput.ProtoReflect.Descriptor instead.
+func (*LoadBalancerOutput) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *LoadBalancerOutput) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *LoadBalancerOutput) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *LoadBalancerOutput) GetWaited() *durationpb.Duration {
+	if x != nil {
+		return x.Waited
+	}
+	return nil
+}
+
+func (x *LoadBalancerOutput) GetDrained() bool {
+	if x != nil {
+		return x.Drained
+	}
+	return false
+}
+
+func (x *LoadBalancerOutput) GetRemainingSessions() int32 {
+	if x != nil {
+		return x.RemainingSessions
+	}
+	return 0
+}
 
 type FetchArtifactRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -1248,7 +2138,7 @@ type FetchArtifactRequest struct {
 
 func (x *FetchArtifactRequest) Reset() {
 	*x = FetchArtifactRequest{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[14]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +2150,7 @@ func (x *FetchArtifactRequest) String() string {
 func (*FetchArtifactRequest) ProtoMessage() {}
 
 func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[14]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +2163,7 @@ func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactRequest.ProtoReflect.Descriptor instead.
 func (*FetchArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FetchArtifactRequest) GetSha256() string {
@@ -1301,7 +2191,7 @@ type ArtifactChunk struct {
 
 func (x *ArtifactChunk) Reset() {
 	*x = ArtifactChunk{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[15]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +2203,7 @@ func (x *ArtifactChunk) String() string {
 func (*ArtifactChunk) ProtoMessage() {}
 
 func (x *ArtifactChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[15]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +2216,7 @@ func (x *ArtifactChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactChunk.ProtoReflect.Descriptor instead.
 func (*ArtifactChunk) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ArtifactChunk) GetData() []byte {
@@ -1384,7 +2274,7 @@ const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"$\n" +
 	"\tAckResult\x12\x17\n" +
-	"\atask_id\x18\x01 \x01(\tR\x06taskId\"\x9b\x02\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\"\xd6\x05\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fexecution_id\x18\x02 \x01(\tR\vexecutionId\x12\x12\n" +
@@ -1395,8 +2285,31 @@ const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"\atimeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12;\n" +
 	"\n" +
 	"host_facts\x18\n" +
-	" \x01(\v2\x1a.deckhand.v1.HostFactsTaskH\x00R\thostFactsB\x06\n" +
-	"\x04kind\"\x0f\n" +
+	" \x01(\v2\x1a.deckhand.v1.HostFactsTaskH\x00R\thostFacts\x12P\n" +
+	"\x11dispatcher_deploy\x18\v \x01(\v2!.deckhand.v1.DispatcherDeployTaskH\x00R\x10dispatcherDeploy\x12S\n" +
+	"\x12dispatcher_restore\x18\f \x01(\v2\".deckhand.v1.DispatcherRestoreTaskH\x00R\x11dispatcherRestore\x12>\n" +
+	"\vcache_flush\x18\r \x01(\v2\x1b.deckhand.v1.CacheFlushTaskH\x00R\n" +
+	"cacheFlush\x12J\n" +
+	"\x0fpackage_install\x18\x0e \x01(\v2\x1f.deckhand.v1.PackageInstallTaskH\x00R\x0epackageInstall\x12B\n" +
+	"\tlb_detach\x18\x0f \x01(\v2#.deckhand.v1.LoadBalancerDetachTaskH\x00R\blbDetach\x12B\n" +
+	"\tlb_attach\x18\x10 \x01(\v2#.deckhand.v1.LoadBalancerAttachTaskH\x00R\blbAttachB\x06\n" +
+	"\x04kind\"M\n" +
+	"\vArtifactRef\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\"L\n" +
+	"\x14DispatcherDeployTask\x124\n" +
+	"\bartifact\x18\x01 \x01(\v2\x18.deckhand.v1.ArtifactRefR\bartifact\"4\n" +
+	"\x15DispatcherRestoreTask\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\"\\\n" +
+	"\x0eCacheFlushTask\x12)\n" +
+	"\x10invalidate_paths\x18\x01 \x03(\tR\x0finvalidatePaths\x12\x1f\n" +
+	"\vflush_paths\x18\x02 \x03(\tR\n" +
+	"flushPaths\"J\n" +
+	"\x12PackageInstallTask\x124\n" +
+	"\bpackages\x18\x01 \x03(\v2\x18.deckhand.v1.ArtifactRefR\bpackages\"\x18\n" +
+	"\x16LoadBalancerDetachTask\"\x18\n" +
+	"\x16LoadBalancerAttachTask\"\x0f\n" +
 	"\rHostFactsTask\"\xf1\x02\n" +
 	"\tHostFacts\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x0e\n" +
@@ -1414,7 +2327,7 @@ const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04mark\x18\x02 \x01(\tR\x04mark\x12\x19\n" +
 	"\blog_line\x18\x03 \x01(\tR\alogLine\x12*\n" +
-	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xc3\x02\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xc7\x04\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12/\n" +
@@ -1427,8 +2340,45 @@ const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"\battempts\x18\x06 \x01(\rR\battempts\x127\n" +
 	"\n" +
 	"host_facts\x18\n" +
-	" \x01(\v2\x16.deckhand.v1.HostFactsH\x00R\thostFactsB\b\n" +
-	"\x06output\"F\n" +
+	" \x01(\v2\x16.deckhand.v1.HostFactsH\x00R\thostFacts\x12?\n" +
+	"\n" +
+	"dispatcher\x18\v \x01(\v2\x1d.deckhand.v1.DispatcherOutputH\x00R\n" +
+	"dispatcher\x12@\n" +
+	"\vcache_flush\x18\f \x01(\v2\x1d.deckhand.v1.CacheFlushOutputH\x00R\n" +
+	"cacheFlush\x12L\n" +
+	"\x0fpackage_install\x18\r \x01(\v2!.deckhand.v1.PackageInstallOutputH\x00R\x0epackageInstall\x121\n" +
+	"\x02lb\x18\x0e \x01(\v2\x1f.deckhand.v1.LoadBalancerOutputH\x00R\x02lbB\b\n" +
+	"\x06output\"\xb7\x01\n" +
+	"\x10DispatcherOutput\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x18\n" +
+	"\aignored\x18\x02 \x03(\tR\aignored\x12\x14\n" +
+	"\x05files\x18\x03 \x01(\x05R\x05files\x12\x1e\n" +
+	"\n" +
+	"configtest\x18\x04 \x01(\tR\n" +
+	"configtest\x12\x1a\n" +
+	"\brestored\x18\x05 \x01(\bR\brestored\x12\x1a\n" +
+	"\brecovery\x18\x06 \x01(\tR\brecovery\"k\n" +
+	"\vFlushedPath\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x18\n" +
+	"\aremoved\x18\x03 \x01(\x05R\aremoved\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"B\n" +
+	"\x10CacheFlushOutput\x12.\n" +
+	"\x05paths\x18\x01 \x03(\v2\x18.deckhand.v1.FlushedPathR\x05paths\"\x99\x01\n" +
+	"\x0ePackageOutcome\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12-\n" +
+	"\x04took\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04took\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\"O\n" +
+	"\x14PackageInstallOutput\x127\n" +
+	"\bpackages\x18\x01 \x03(\v2\x1b.deckhand.v1.PackageOutcomeR\bpackages\"\xbe\x01\n" +
+	"\x12LoadBalancerOutput\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12\x16\n" +
+	"\x06detail\x18\x02 \x01(\tR\x06detail\x121\n" +
+	"\x06waited\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06waited\x12\x18\n" +
+	"\adrained\x18\x04 \x01(\bR\adrained\x12-\n" +
+	"\x12remaining_sessions\x18\x05 \x01(\x05R\x11remainingSessions\"F\n" +
 	"\x14FetchArtifactRequest\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\"7\n" +
@@ -1463,61 +2413,90 @@ func file_deckhand_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_deckhand_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_deckhand_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_deckhand_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_deckhand_v1_agent_proto_goTypes = []any{
-	(HeldState)(0),                // 0: deckhand.v1.HeldState
-	(TaskStatus)(0),               // 1: deckhand.v1.TaskStatus
-	(*AgentMessage)(nil),          // 2: deckhand.v1.AgentMessage
-	(*ServerMessage)(nil),         // 3: deckhand.v1.ServerMessage
-	(*Hello)(nil),                 // 4: deckhand.v1.Hello
-	(*HeldTask)(nil),              // 5: deckhand.v1.HeldTask
-	(*Welcome)(nil),               // 6: deckhand.v1.Welcome
-	(*Heartbeat)(nil),             // 7: deckhand.v1.Heartbeat
-	(*Assign)(nil),                // 8: deckhand.v1.Assign
-	(*Cancel)(nil),                // 9: deckhand.v1.Cancel
-	(*AckResult)(nil),             // 10: deckhand.v1.AckResult
-	(*Task)(nil),                  // 11: deckhand.v1.Task
-	(*HostFactsTask)(nil),         // 12: deckhand.v1.HostFactsTask
-	(*HostFacts)(nil),             // 13: deckhand.v1.HostFacts
-	(*TaskProgress)(nil),          // 14: deckhand.v1.TaskProgress
-	(*TaskResult)(nil),            // 15: deckhand.v1.TaskResult
-	(*FetchArtifactRequest)(nil),  // 16: deckhand.v1.FetchArtifactRequest
-	(*ArtifactChunk)(nil),         // 17: deckhand.v1.ArtifactChunk
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(HeldState)(0),                 // 0: deckhand.v1.HeldState
+	(TaskStatus)(0),                // 1: deckhand.v1.TaskStatus
+	(*AgentMessage)(nil),           // 2: deckhand.v1.AgentMessage
+	(*ServerMessage)(nil),          // 3: deckhand.v1.ServerMessage
+	(*Hello)(nil),                  // 4: deckhand.v1.Hello
+	(*HeldTask)(nil),               // 5: deckhand.v1.HeldTask
+	(*Welcome)(nil),                // 6: deckhand.v1.Welcome
+	(*Heartbeat)(nil),              // 7: deckhand.v1.Heartbeat
+	(*Assign)(nil),                 // 8: deckhand.v1.Assign
+	(*Cancel)(nil),                 // 9: deckhand.v1.Cancel
+	(*AckResult)(nil),              // 10: deckhand.v1.AckResult
+	(*Task)(nil),                   // 11: deckhand.v1.Task
+	(*ArtifactRef)(nil),            // 12: deckhand.v1.ArtifactRef
+	(*DispatcherDeployTask)(nil),   // 13: deckhand.v1.DispatcherDeployTask
+	(*DispatcherRestoreTask)(nil),  // 14: deckhand.v1.DispatcherRestoreTask
+	(*CacheFlushTask)(nil),         // 15: deckhand.v1.CacheFlushTask
+	(*PackageInstallTask)(nil),     // 16: deckhand.v1.PackageInstallTask
+	(*LoadBalancerDetachTask)(nil), // 17: deckhand.v1.LoadBalancerDetachTask
+	(*LoadBalancerAttachTask)(nil), // 18: deckhand.v1.LoadBalancerAttachTask
+	(*HostFactsTask)(nil),          // 19: deckhand.v1.HostFactsTask
+	(*HostFacts)(nil),              // 20: deckhand.v1.HostFacts
+	(*TaskProgress)(nil),           // 21: deckhand.v1.TaskProgress
+	(*TaskResult)(nil),             // 22: deckhand.v1.TaskResult
+	(*DispatcherOutput)(nil),       // 23: deckhand.v1.DispatcherOutput
+	(*FlushedPath)(nil),            // 24: deckhand.v1.FlushedPath
+	(*CacheFlushOutput)(nil),       // 25: deckhand.v1.CacheFlushOutput
+	(*PackageOutcome)(nil),         // 26: deckhand.v1.PackageOutcome
+	(*PackageInstallOutput)(nil),   // 27: deckhand.v1.PackageInstallOutput
+	(*LoadBalancerOutput)(nil),     // 28: deckhand.v1.LoadBalancerOutput
+	(*FetchArtifactRequest)(nil),   // 29: deckhand.v1.FetchArtifactRequest
+	(*ArtifactChunk)(nil),          // 30: deckhand.v1.ArtifactChunk
+	(*durationpb.Duration)(nil),    // 31: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 32: google.protobuf.Timestamp
 }
 var file_deckhand_v1_agent_proto_depIdxs = []int32{
 	4,  // 0: deckhand.v1.AgentMessage.hello:type_name -> deckhand.v1.Hello
 	7,  // 1: deckhand.v1.AgentMessage.heartbeat:type_name -> deckhand.v1.Heartbeat
-	14, // 2: deckhand.v1.AgentMessage.progress:type_name -> deckhand.v1.TaskProgress
-	15, // 3: deckhand.v1.AgentMessage.result:type_name -> deckhand.v1.TaskResult
+	21, // 2: deckhand.v1.AgentMessage.progress:type_name -> deckhand.v1.TaskProgress
+	22, // 3: deckhand.v1.AgentMessage.result:type_name -> deckhand.v1.TaskResult
 	6,  // 4: deckhand.v1.ServerMessage.welcome:type_name -> deckhand.v1.Welcome
 	8,  // 5: deckhand.v1.ServerMessage.assign:type_name -> deckhand.v1.Assign
 	9,  // 6: deckhand.v1.ServerMessage.cancel:type_name -> deckhand.v1.Cancel
 	10, // 7: deckhand.v1.ServerMessage.ack:type_name -> deckhand.v1.AckResult
 	5,  // 8: deckhand.v1.Hello.held:type_name -> deckhand.v1.HeldTask
 	0,  // 9: deckhand.v1.HeldTask.state:type_name -> deckhand.v1.HeldState
-	18, // 10: deckhand.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	19, // 11: deckhand.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	31, // 10: deckhand.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	32, // 11: deckhand.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
 	11, // 12: deckhand.v1.Assign.task:type_name -> deckhand.v1.Task
-	19, // 13: deckhand.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	18, // 14: deckhand.v1.Task.timeout:type_name -> google.protobuf.Duration
-	12, // 15: deckhand.v1.Task.host_facts:type_name -> deckhand.v1.HostFactsTask
-	19, // 16: deckhand.v1.HostFacts.collected_at:type_name -> google.protobuf.Timestamp
-	19, // 17: deckhand.v1.TaskProgress.at:type_name -> google.protobuf.Timestamp
-	1,  // 18: deckhand.v1.TaskResult.status:type_name -> deckhand.v1.TaskStatus
-	19, // 19: deckhand.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
-	19, // 20: deckhand.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
-	13, // 21: deckhand.v1.TaskResult.host_facts:type_name -> deckhand.v1.HostFacts
-	2,  // 22: deckhand.v1.AgentService.Connect:input_type -> deckhand.v1.AgentMessage
-	16, // 23: deckhand.v1.AgentService.FetchArtifact:input_type -> deckhand.v1.FetchArtifactRequest
-	3,  // 24: deckhand.v1.AgentService.Connect:output_type -> deckhand.v1.ServerMessage
-	17, // 25: deckhand.v1.AgentService.FetchArtifact:output_type -> deckhand.v1.ArtifactChunk
-	24, // [24:26] is the sub-list for method output_type
-	22, // [22:24] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	32, // 13: deckhand.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	31, // 14: deckhand.v1.Task.timeout:type_name -> google.protobuf.Duration
+	19, // 15: deckhand.v1.Task.host_facts:type_name -> deckhand.v1.HostFactsTask
+	13, // 16: deckhand.v1.Task.dispatcher_deploy:type_name -> deckhand.v1.DispatcherDeployTask
+	14, // 17: deckhand.v1.Task.dispatcher_restore:type_name -> deckhand.v1.DispatcherRestoreTask
+	15, // 18: deckhand.v1.Task.cache_flush:type_name -> deckhand.v1.CacheFlushTask
+	16, // 19: deckhand.v1.Task.package_install:type_name -> deckhand.v1.PackageInstallTask
+	17, // 20: deckhand.v1.Task.lb_detach:type_name -> deckhand.v1.LoadBalancerDetachTask
+	18, // 21: deckhand.v1.Task.lb_attach:type_name -> deckhand.v1.LoadBalancerAttachTask
+	12, // 22: deckhand.v1.DispatcherDeployTask.artifact:type_name -> deckhand.v1.ArtifactRef
+	12, // 23: deckhand.v1.PackageInstallTask.packages:type_name -> deckhand.v1.ArtifactRef
+	32, // 24: deckhand.v1.HostFacts.collected_at:type_name -> google.protobuf.Timestamp
+	32, // 25: deckhand.v1.TaskProgress.at:type_name -> google.protobuf.Timestamp
+	1,  // 26: deckhand.v1.TaskResult.status:type_name -> deckhand.v1.TaskStatus
+	32, // 27: deckhand.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
+	32, // 28: deckhand.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
+	20, // 29: deckhand.v1.TaskResult.host_facts:type_name -> deckhand.v1.HostFacts
+	23, // 30: deckhand.v1.TaskResult.dispatcher:type_name -> deckhand.v1.DispatcherOutput
+	25, // 31: deckhand.v1.TaskResult.cache_flush:type_name -> deckhand.v1.CacheFlushOutput
+	27, // 32: deckhand.v1.TaskResult.package_install:type_name -> deckhand.v1.PackageInstallOutput
+	28, // 33: deckhand.v1.TaskResult.lb:type_name -> deckhand.v1.LoadBalancerOutput
+	24, // 34: deckhand.v1.CacheFlushOutput.paths:type_name -> deckhand.v1.FlushedPath
+	31, // 35: deckhand.v1.PackageOutcome.took:type_name -> google.protobuf.Duration
+	26, // 36: deckhand.v1.PackageInstallOutput.packages:type_name -> deckhand.v1.PackageOutcome
+	31, // 37: deckhand.v1.LoadBalancerOutput.waited:type_name -> google.protobuf.Duration
+	2,  // 38: deckhand.v1.AgentService.Connect:input_type -> deckhand.v1.AgentMessage
+	29, // 39: deckhand.v1.AgentService.FetchArtifact:input_type -> deckhand.v1.FetchArtifactRequest
+	3,  // 40: deckhand.v1.AgentService.Connect:output_type -> deckhand.v1.ServerMessage
+	30, // 41: deckhand.v1.AgentService.FetchArtifact:output_type -> deckhand.v1.ArtifactChunk
+	40, // [40:42] is the sub-list for method output_type
+	38, // [38:40] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_deckhand_v1_agent_proto_init() }
@@ -1539,9 +2518,19 @@ func file_deckhand_v1_agent_proto_init() {
 	}
 	file_deckhand_v1_agent_proto_msgTypes[9].OneofWrappers = []any{
 		(*Task_HostFacts)(nil),
+		(*Task_DispatcherDeploy)(nil),
+		(*Task_DispatcherRestore)(nil),
+		(*Task_CacheFlush)(nil),
+		(*Task_PackageInstall)(nil),
+		(*Task_LbDetach)(nil),
+		(*Task_LbAttach)(nil),
 	}
-	file_deckhand_v1_agent_proto_msgTypes[13].OneofWrappers = []any{
+	file_deckhand_v1_agent_proto_msgTypes[20].OneofWrappers = []any{
 		(*TaskResult_HostFacts)(nil),
+		(*TaskResult_Dispatcher)(nil),
+		(*TaskResult_CacheFlush)(nil),
+		(*TaskResult_PackageInstall)(nil),
+		(*TaskResult_Lb)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1549,7 +2538,7 @@ func file_deckhand_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_deckhand_v1_agent_proto_rawDesc), len(file_deckhand_v1_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   16,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
