@@ -9,14 +9,14 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/deckhand-dev/deckhand/agent/artifacts"
 	"github.com/deckhand-dev/deckhand/agent/config"
-	"github.com/deckhand-dev/deckhand/agent/hostfacts"
 	"github.com/deckhand-dev/deckhand/agent/journal"
 	"github.com/deckhand-dev/deckhand/agent/session"
 	"github.com/deckhand-dev/deckhand/agent/worker"
-	"github.com/deckhand-dev/deckhand/pkg/task"
 	"github.com/deckhand-dev/deckhand/pkg/version"
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 	"github.com/hashicorp/go-hclog"
@@ -29,6 +29,8 @@ type Options struct {
 	Logger hclog.Logger
 	// DialOptions replace the default transport credentials.
 	DialOptions []grpc.DialOption
+	// ExtraHandlers add or replace handlers by kind (tests).
+	ExtraHandlers map[string]worker.Handler
 	// WrapHandler lets tests observe or replace a handler by kind.
 	WrapHandler func(kind string, h worker.Handler) worker.Handler
 	// OnConnected is passed to the session.
@@ -44,7 +46,11 @@ type Agent struct {
 	journal *journal.Journal
 	worker  *worker.Worker
 	client  *session.Client
+	fetcher *artifacts.GRPCFetcher
 }
+
+// Fetcher exposes the artifact downloader (tests).
+func (a *Agent) Fetcher() *artifacts.GRPCFetcher { return a.fetcher }
 
 // New opens the journal and builds the agent; it does not connect yet.
 func New(cfg *config.Config, opts Options) (*Agent, error) {
@@ -59,8 +65,20 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	handlers := map[string]worker.Handler{
-		task.HostFacts{}.Name(): &hostfacts.Handler{DataDir: cfg.DataDir, ApacheCtl: cfg.ApacheCtl, AgentVersion: version.Version},
+	a := &Agent{cfg: cfg, log: log, journal: j}
+	a.fetcher = &artifacts.GRPCFetcher{
+		Dir:    filepath.Join(cfg.DataDir, "artifacts"),
+		Conn:   func(ctx context.Context) (*grpc.ClientConn, error) { return a.client.Conn(ctx) },
+		HostID: cfg.HostID,
+		Logger: log.Named("artifacts"),
+	}
+	handlers, err := buildHandlers(deps{cfg: cfg, log: log, journal: j, fetcher: a.fetcher})
+	if err != nil {
+		j.Close()
+		return nil, err
+	}
+	for k, h := range opts.ExtraHandlers {
+		handlers[k] = h
 	}
 	if opts.WrapHandler != nil {
 		for k, h := range handlers {
@@ -92,7 +110,8 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		OnConnected:  onConn,
 		Hooks:        opts.Hooks,
 	})
-	return &Agent{cfg: cfg, log: log, journal: j, worker: w, client: c}, nil
+	a.worker, a.client = w, c
+	return a, nil
 }
 
 func capabilities(h map[string]worker.Handler) []string {

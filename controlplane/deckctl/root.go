@@ -134,4 +134,3 @@ func ago(t time.Time, now time.Time) string {
 	}
 	return t.Local().Format("2006-01-02 15:04")
 }
-

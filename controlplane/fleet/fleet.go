@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/deckhand-dev/deckhand/controlplane/artifacts"
 	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/store"
 	"github.com/deckhand-dev/deckhand/pkg/task"
@@ -43,6 +44,8 @@ type Config struct {
 	// (the client certificate). Nil trusts the id in Hello — only for
 	// --dev-insecure and tests.
 	Authenticate func(ctx context.Context) (string, error)
+	// Blobs serves FetchArtifact; nil refuses downloads.
+	Blobs *artifacts.Blobs
 	// Tracker, when set, lets the fleet cut a session's connection.
 	Tracker       *ConnTracker
 	Logger        hclog.Logger

@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/deckhand-dev/deckhand/controlplane/api"
+	"github.com/deckhand-dev/deckhand/controlplane/artifacts"
 	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/fleet"
 	"github.com/deckhand-dev/deckhand/controlplane/store"
@@ -49,6 +51,7 @@ type Server struct {
 	cfg     *config.Config
 	log     hclog.Logger
 	store   *store.Store
+	blobs   *artifacts.Blobs
 	fleet   *fleet.Fleet
 	grpc    *grpc.Server
 	ln      *fleet.ConnTracker
@@ -71,6 +74,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		st.Close()
 		return nil, fmt.Errorf("bump epoch: %w", err)
 	}
+	blobs, err := artifacts.OpenBlobs(filepath.Join(cfg.DataDir, "artifacts"))
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	ln := opts.Listener
 	if ln == nil {
 		ln, err = net.Listen("tcp", cfg.Listen)
@@ -81,7 +89,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	tracker := fleet.Track(ln)
 	fl, err := fleet.New(fleet.Config{
-		Store: st, Hosts: cfg, Epoch: epoch, HeartbeatInterval: cfg.HeartbeatInterval.D(),
+		Store: st, Hosts: cfg, Epoch: epoch, Blobs: blobs, HeartbeatInterval: cfg.HeartbeatInterval.D(),
 		MissedHeartbeats: opts.MissedHeartbeats, Authenticate: opts.Authenticate, Tracker: tracker,
 		Logger: log, ServerVersion: version.Version,
 	})
@@ -105,7 +113,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	pb.RegisterAgentServiceServer(gs, fl)
 	pb.RegisterAdminServiceServer(gs, &api.Admin{Fleet: fl})
 	log.Info("server ready", "listen", tracker.Addr().String(), "epoch", epoch, "config", cfg.String(), "version", version.Version)
-	return &Server{cfg: cfg, log: log, store: st, fleet: fl, grpc: gs, ln: tracker, epoch: epoch}, nil
+	return &Server{cfg: cfg, log: log, store: st, blobs: blobs, fleet: fl, grpc: gs, ln: tracker, epoch: epoch}, nil
 }
 
 // Addr is the address the server listens on.
@@ -116,6 +124,9 @@ func (s *Server) Fleet() *fleet.Fleet { return s.fleet }
 
 // Store exposes the store (tests).
 func (s *Server) Store() *store.Store { return s.store }
+
+// Blobs exposes the artifact store.
+func (s *Server) Blobs() *artifacts.Blobs { return s.blobs }
 
 // Epoch is this start's epoch.
 func (s *Server) Epoch() uint64 { return s.epoch }

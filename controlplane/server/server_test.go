@@ -125,13 +125,22 @@ func (r *runningAgent) stop() error {
 // startAgent runs an agent for host with data in dataDir.
 func (c *cluster) startAgent(host, dataDir string, hooks session.Hooks) *runningAgent {
 	c.t.Helper()
+	return c.startAgentWith(host, dataDir, hooks, nil)
+}
+
+func (c *cluster) startAgentWith(host, dataDir string, hooks session.Hooks, extra map[string]worker.Handler) *runningAgent {
+	c.t.Helper()
 	acfg, err := agentconfig.Parse("agent.yaml", []byte(fmt.Sprintf("host_id: %s\nserver: %s\ndata_dir: %s\nreconnect:\n  stagger: 50ms\n  base_backoff: 50ms\n  max_backoff: 300ms\napachectl: [true]\n", host, c.addr, dataDir)))
 	require.NoError(c.t, err)
 	counter := c.runCounter(host)
 	a, err := agent.New(acfg, agent.Options{
-		Logger: testlog.New(c.t, "agent-"+host),
-		Hooks:  hooks,
+		Logger:        testlog.New(c.t, "agent-"+host),
+		Hooks:         hooks,
+		ExtraHandlers: extra,
 		WrapHandler: func(kind string, h worker.Handler) worker.Handler {
+			if kind != (task.HostFacts{}).Name() {
+				return h
+			}
 			return worker.HandlerFunc(func(ctx context.Context, t *worker.Task) (any, error) {
 				counter.Add(1)
 				if g := c.gate.Load(); g != nil {

@@ -1,0 +1,163 @@
+// Package artifacts downloads artifacts from the control plane into the
+// agent's data dir: streamed to a partial file (never whole in memory),
+// resumed after an interruption, verified against the sha256 the task named
+// before anyone opens it, and reused when a verified copy is already there.
+package artifacts
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+
+	"github.com/deckhand-dev/deckhand/pkg/task"
+	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+// Fetcher returns a local path to a verified copy of an artifact. Task
+// handlers depend on this interface.
+type Fetcher interface {
+	Fetch(ctx context.Context, a task.Artifact) (path string, err error)
+}
+
+// ErrDigestMismatch means the downloaded bytes do not hash to the digest
+// the task named; the download is deleted.
+var ErrDigestMismatch = errors.New("sha256 mismatch")
+
+var digestPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// GRPCFetcher downloads over AgentService.FetchArtifact.
+type GRPCFetcher struct {
+	// Dir holds verified artifacts (<sha256>) and partial downloads.
+	Dir string
+	// Conn returns the current connection to the server, waiting for one.
+	Conn func(ctx context.Context) (*grpc.ClientConn, error)
+	// HostID is sent as metadata; the server uses it only in
+	// --dev-insecure mode (otherwise the certificate says who we are).
+	HostID string
+	Logger hclog.Logger
+
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex // per digest: one download at a time
+}
+
+func (f *GRPCFetcher) lock(d string) *sync.Mutex {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.locks == nil {
+		f.locks = map[string]*sync.Mutex{}
+	}
+	l := f.locks[d]
+	if l == nil {
+		l = &sync.Mutex{}
+		f.locks[d] = l
+	}
+	return l
+}
+
+// Fetch implements Fetcher.
+func (f *GRPCFetcher) Fetch(ctx context.Context, a task.Artifact) (string, error) {
+	if !digestPattern.MatchString(a.SHA256) {
+		return "", fmt.Errorf("artifact %q: %q is not a sha256 digest", a.Name, a.SHA256)
+	}
+	l := f.lock(a.SHA256)
+	l.Lock()
+	defer l.Unlock()
+	if err := os.MkdirAll(f.Dir, 0o700); err != nil {
+		return "", err
+	}
+	final := filepath.Join(f.Dir, a.SHA256)
+	if st, err := os.Stat(final); err == nil && (a.Size == 0 || st.Size() == a.Size) {
+		return final, nil // verified when it was renamed into place
+	}
+	partial := final + ".partial"
+	h := sha256.New()
+	out, offset, err := openPartial(partial, h)
+	if err != nil {
+		return "", err
+	}
+	defer out.Close()
+	log := f.logger()
+	log.Debug("fetching artifact", "sha256", a.SHA256, "name", a.Name, "resume_at", offset)
+	if err := f.download(ctx, a, out, h, offset); err != nil {
+		return "", err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != a.SHA256 {
+		out.Close()
+		os.Remove(partial)
+		return "", fmt.Errorf("artifact %s (%s): %w: got %s", a.SHA256, a.Name, ErrDigestMismatch, got)
+	}
+	if err := out.Sync(); err != nil {
+		return "", err
+	}
+	if err := out.Close(); err != nil {
+		return "", err
+	}
+	if err := os.Rename(partial, final); err != nil {
+		return "", err
+	}
+	return final, nil
+}
+
+func (f *GRPCFetcher) logger() hclog.Logger {
+	if f.Logger == nil {
+		return hclog.NewNullLogger()
+	}
+	return f.Logger
+}
+
+// openPartial opens (or creates) the partial file and feeds what it
+// already holds into h, so a resumed download is verified end to end.
+func openPartial(path string, h hash.Hash) (*os.File, int64, error) {
+	out, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, 0, err
+	}
+	n, err := io.Copy(h, out)
+	if err != nil {
+		out.Close()
+		return nil, 0, err
+	}
+	return out, n, nil
+}
+
+func (f *GRPCFetcher) download(ctx context.Context, a task.Artifact, out *os.File, h hash.Hash, offset int64) error {
+	conn, err := f.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	ctx = metadata.AppendToOutgoingContext(ctx, "deckhand-host-id", f.HostID)
+	stream, err := pb.NewAgentServiceClient(conn).FetchArtifact(ctx, &pb.FetchArtifactRequest{Sha256: a.SHA256, Offset: offset})
+	if err != nil {
+		return fmt.Errorf("fetch artifact %s: %w", a.SHA256, err)
+	}
+	w := io.MultiWriter(out, h)
+	total := offset
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("fetch artifact %s at byte %d: %w", a.SHA256, total, err)
+		}
+		if _, err := w.Write(chunk.Data); err != nil {
+			return fmt.Errorf("write artifact %s: %w", a.SHA256, err)
+		}
+		total += int64(len(chunk.Data))
+		if a.Size > 0 && total > a.Size {
+			return fmt.Errorf("fetch artifact %s: server sent more than the %d bytes the task named", a.SHA256, a.Size)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,30 @@
+package agent
+
+import (
+	"github.com/deckhand-dev/deckhand/agent/artifacts"
+	"github.com/deckhand-dev/deckhand/agent/config"
+	"github.com/deckhand-dev/deckhand/agent/hostfacts"
+	"github.com/deckhand-dev/deckhand/agent/journal"
+	"github.com/deckhand-dev/deckhand/agent/worker"
+	"github.com/deckhand-dev/deckhand/pkg/task"
+	"github.com/deckhand-dev/deckhand/pkg/version"
+	"github.com/hashicorp/go-hclog"
+)
+
+// deps is what task handlers may use.
+type deps struct {
+	cfg     *config.Config
+	log     hclog.Logger
+	journal *journal.Journal
+	fetcher artifacts.Fetcher
+}
+
+// buildHandlers registers one handler per task kind this agent runs. Kinds
+// whose config section is absent are not registered: the worker refuses
+// such tasks with a clear message instead of guessing local commands.
+func buildHandlers(d deps) (map[string]worker.Handler, error) {
+	h := map[string]worker.Handler{
+		task.HostFacts{}.Name(): &hostfacts.Handler{DataDir: d.cfg.DataDir, ApacheCtl: d.cfg.ApacheCtl, AgentVersion: version.Version},
+	}
+	return h, nil
+}
