@@ -62,6 +62,9 @@ type Config struct {
 	LogLevel          string            `yaml:"log_level"`
 
 	Environments []Environment `yaml:"environments"`
+
+	hosts []HostInfo          // derived in validate, in declaration order
+	byID  map[string]HostInfo // derived in validate
 }
 
 // Defaults for keys left out.
@@ -118,6 +121,7 @@ func (c *Config) validate() error {
 	if c.HeartbeatInterval.D() < 100*time.Millisecond {
 		return c.errf(0, "heartbeat_interval %s is below the minimum of 100ms", c.HeartbeatInterval.D())
 	}
+	c.hosts = nil
 	envs := map[string]int{}
 	hosts := map[string]string{}
 	for i := range c.Environments {
@@ -178,6 +182,9 @@ func (c *Config) validate() error {
 				return c.errf(h.Pos.Of("role"), "host %q: role %q is not one of author, publish, dispatcher", h.ID, h.Role)
 			}
 		}
+		for _, h := range e.Hosts {
+			c.hosts = append(c.hosts, HostInfo{Host: h, Env: e.Name, EnvType: e.Type})
+		}
 		nums := make([]int, 0, len(pairs))
 		for n := range pairs {
 			nums = append(nums, n)
@@ -191,6 +198,10 @@ func (c *Config) validate() error {
 			}
 		}
 	}
+	c.byID = make(map[string]HostInfo, len(c.hosts))
+	for _, h := range c.hosts {
+		c.byID[h.ID] = h
+	}
 	return nil
 }
 
@@ -202,24 +213,12 @@ type HostInfo struct {
 }
 
 // Hosts returns every declared host, in declaration order.
-func (c *Config) Hosts() []HostInfo {
-	var out []HostInfo
-	for _, e := range c.Environments {
-		for _, h := range e.Hosts {
-			out = append(out, HostInfo{Host: h, Env: e.Name, EnvType: e.Type})
-		}
-	}
-	return out
-}
+func (c *Config) Hosts() []HostInfo { return c.hosts }
 
 // Lookup finds a declared host by id.
 func (c *Config) Lookup(id string) (HostInfo, bool) {
-	for _, h := range c.Hosts() {
-		if h.ID == id {
-			return h, true
-		}
-	}
-	return HostInfo{}, false
+	h, ok := c.byID[id]
+	return h, ok
 }
 
 // Environment finds an environment by name.

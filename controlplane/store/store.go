@@ -9,7 +9,9 @@
 //	  version            -> "1"
 //	  epoch              -> decimal uint64, bumped at each server start
 //	tasks/
-//	  <task id>          -> Task (JSON; spec and result in wire form)
+//	  <task id>          -> Task (JSON; the spec in wire form)
+//	results/
+//	  <task id>          -> outcome (JSON; the result in wire form)
 //	tasks_open/
 //	  <host>\x00<id>     -> ""   index of tasks without a result, per host
 //	agents/
@@ -43,11 +45,12 @@ const (
 	bucketMeta      = "meta"
 	bucketTasks     = "tasks"
 	bucketTasksOpen = "tasks_open"
+	bucketResults   = "results"
 	bucketAgents    = "agents"
 )
 
 // Buckets lists every bucket of the schema; Open creates them.
-var Buckets = []string{bucketMeta, bucketTasks, bucketTasksOpen, bucketAgents}
+var Buckets = []string{bucketMeta, bucketTasks, bucketTasksOpen, bucketResults, bucketAgents}
 
 // SchemaVersion is the schema this binary reads and writes.
 const SchemaVersion = 1
@@ -151,13 +154,45 @@ type Task struct {
 	// Spec is the task in wire form, exactly as sent.
 	Spec []byte `json:"spec"`
 
-	Done       bool      `json:"done,omitempty"`
-	Status     string    `json:"status,omitempty"`
-	Result     []byte    `json:"result,omitempty"` // wire form
-	FinishedAt time.Time `json:"finished_at,omitzero"`
+	// The fields below come from the results bucket: a result is written
+	// without rewriting the task record, which keeps a fan-out's thousands
+	// of results cheap.
+	Done       bool      `json:"-"`
+	Status     string    `json:"-"`
+	Result     []byte    `json:"-"` // wire form
+	FinishedAt time.Time `json:"-"`
 	// Duplicates counts results that arrived after the first one; they are
 	// acked and dropped. Non-zero values are worth a look in a post-mortem.
-	Duplicates int `json:"duplicates,omitempty"`
+	Duplicates int `json:"-"`
+}
+
+// outcome is a task's result record.
+type outcome struct {
+	V          int       `json:"v"`
+	Status     string    `json:"status"`
+	Result     []byte    `json:"result"`
+	FinishedAt time.Time `json:"finished_at"`
+	Duplicates int       `json:"duplicates,omitempty"`
+}
+
+// readTask decodes a task record and joins its outcome.
+func readTask(tx Tx, id string) (Task, error) {
+	raw := tx.Get(bucketTasks, id)
+	if raw == nil {
+		return Task{}, ErrNotFound
+	}
+	var t Task
+	if err := json.Unmarshal(raw, &t); err != nil {
+		return Task{}, fmt.Errorf("store: decode task %s: %w", id, err)
+	}
+	if raw := tx.Get(bucketResults, id); raw != nil {
+		var o outcome
+		if err := json.Unmarshal(raw, &o); err != nil {
+			return Task{}, fmt.Errorf("store: decode result of %s: %w", id, err)
+		}
+		t.Done, t.Status, t.Result, t.FinishedAt, t.Duplicates = true, o.Status, o.Result, o.FinishedAt, o.Duplicates
+	}
+	return t, nil
 }
 
 func openKey(host, id string) string { return host + "\x00" + id }
@@ -173,10 +208,10 @@ func (s *Store) CreateTasks(tasks []Task) ([]Task, []bool, error) {
 			if t.ID == "" || t.HostID == "" {
 				return fmt.Errorf("store: task needs an id and a host")
 			}
-			if raw := tx.Get(bucketTasks, t.ID); raw != nil {
-				var cur Task
-				if err := json.Unmarshal(raw, &cur); err != nil {
-					return fmt.Errorf("store: decode task %s: %w", t.ID, err)
+			if tx.Get(bucketTasks, t.ID) != nil {
+				cur, err := readTask(tx, t.ID)
+				if err != nil {
+					return err
 				}
 				out[i], created[i] = cur, false
 				continue
@@ -206,11 +241,9 @@ func (s *Store) CreateTasks(tasks []Task) ([]Task, []bool, error) {
 func (s *Store) Task(id string) (Task, error) {
 	var t Task
 	err := s.b.View(func(tx Tx) error {
-		raw := tx.Get(bucketTasks, id)
-		if raw == nil {
-			return ErrNotFound
-		}
-		return json.Unmarshal(raw, &t)
+		var err error
+		t, err = readTask(tx, id)
+		return err
 	})
 	return t, err
 }
@@ -221,12 +254,11 @@ func (s *Store) OpenTasks(host string) ([]Task, error) {
 	err := s.b.View(func(tx Tx) error {
 		return tx.ForEach(bucketTasksOpen, host+"\x00", func(k string, _ []byte) error {
 			id := k[len(host)+1:]
-			raw := tx.Get(bucketTasks, id)
-			if raw == nil {
+			t, err := readTask(tx, id)
+			if errors.Is(err, ErrNotFound) {
 				return fmt.Errorf("store: open index names missing task %s", id)
 			}
-			var t Task
-			if err := json.Unmarshal(raw, &t); err != nil {
+			if err != nil {
 				return err
 			}
 			out = append(out, t)
@@ -247,31 +279,39 @@ var ErrWrongHost = errors.New("task belongs to another host")
 func (s *Store) FinishTask(id, host, status string, result []byte, at time.Time) (t Task, first bool, err error) {
 	err = s.b.Batch(func(tx Tx) error {
 		first = false // Batch may run fn again
-		raw := tx.Get(bucketTasks, id)
-		if raw == nil {
-			return ErrNotFound
-		}
-		t = Task{}
-		if err := json.Unmarshal(raw, &t); err != nil {
-			return err
-		}
-		if t.HostID != host {
-			return ErrWrongHost
-		}
-		if t.Done {
-			t.Duplicates++
-		} else {
+		t = Task{ID: id, HostID: host}
+		if tx.Get(bucketTasksOpen, openKey(host, id)) != nil {
+			// The common case, kept free of decoding: the task is open
+			// and belongs to this host.
 			first = true
-			t.Done, t.Status, t.Result, t.FinishedAt = true, status, append([]byte{}, result...), at
+			o := outcome{V: 1, Status: status, Result: result, FinishedAt: at}
+			raw, err := json.Marshal(o)
+			if err != nil {
+				return err
+			}
+			if err := tx.Put(bucketResults, id, raw); err != nil {
+				return err
+			}
+			t.Done, t.Status, t.Result, t.FinishedAt = true, status, o.Result, at
+			return tx.Delete(bucketTasksOpen, openKey(host, id))
 		}
-		raw, err := json.Marshal(t)
+		cur, err := readTask(tx, id)
 		if err != nil {
 			return err
 		}
-		if err := tx.Put(bucketTasks, id, raw); err != nil {
+		if cur.HostID != host {
+			return ErrWrongHost
+		}
+		if !cur.Done {
+			return fmt.Errorf("store: task %s is neither open nor finished", id)
+		}
+		t = cur
+		t.Duplicates++
+		raw, err := json.Marshal(outcome{V: 1, Status: t.Status, Result: t.Result, FinishedAt: t.FinishedAt, Duplicates: t.Duplicates})
+		if err != nil {
 			return err
 		}
-		return tx.Delete(bucketTasksOpen, openKey(t.HostID, t.ID))
+		return tx.Put(bucketResults, id, raw)
 	})
 	return t, first, err
 }
