@@ -197,4 +197,3 @@ func waitOrKill(cmd *exec.Cmd, d time.Duration) {
 		<-done
 	}
 }
-
