@@ -218,3 +218,15 @@ func outputFromProto(p *pb.TaskResult) (any, error) {
 		return nil, fmt.Errorf("task result %s has unsupported output %T", p.TaskId, p.Output)
 	}
 }
+
+// Artifacts lists the artifacts a task kind uses (for download
+// authorisation and pre-fetching).
+func Artifacts(k Kind) []Artifact {
+	switch k := k.(type) {
+	case DispatcherDeploy:
+		return []Artifact{k.Artifact}
+	case PackageInstall:
+		return k.Packages
+	}
+	return nil
+}
