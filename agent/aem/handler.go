@@ -74,7 +74,7 @@ type Handler struct {
 
 	// hook, when set, is called at each failpoint after failpoint.Hit; an
 	// error makes Run return at once, as if the agent died there (tests).
-	hook func(point string, id aempkg.ID) error
+	hook func(ctx context.Context, point string, id aempkg.ID) error
 }
 
 // NewHandler builds a handler with a client for cfg. A nil logger discards.
@@ -131,10 +131,10 @@ func (h *Handler) log() hclog.Logger {
 	return h.Logger
 }
 
-func (h *Handler) point(name string, id aempkg.ID) error {
+func (h *Handler) point(ctx context.Context, name string, id aempkg.ID) error {
 	failpoint.Hit(name)
 	if h.hook != nil {
-		return h.hook(name, id)
+		return h.hook(ctx, name, id)
 	}
 	return nil
 }
@@ -270,14 +270,14 @@ func (h *Handler) run(ctx context.Context, t progress, arts []task.Artifact) (*t
 			err := fmt.Errorf("AEM stored the upload at %s, expected %s", stored, id.Path())
 			return stop(err.Error(), err)
 		}
-		if err := h.point(FailpointAfterUpload, id); err != nil {
+		if err := h.point(ctx, FailpointAfterUpload, id); err != nil {
 			return out, err
 		}
 		res, err := h.Client.Install(ctx, id)
 		if err != nil {
 			return stop(failureMessage("install", err), err)
 		}
-		if err := h.point(FailpointAfterInstall, id); err != nil {
+		if err := h.point(ctx, FailpointAfterInstall, id); err != nil {
 			return out, err
 		}
 		// AEM's "Package installed" is not taken on trust: the next
@@ -293,7 +293,7 @@ func (h *Handler) run(ctx context.Context, t progress, arts []task.Artifact) (*t
 		if err := h.markInstalled(t, it, start, res.Msg); err != nil {
 			return stop(err.Error(), err)
 		}
-		if err := h.point(FailpointAfterMark, id); err != nil {
+		if err := h.point(ctx, FailpointAfterMark, id); err != nil {
 			return out, err
 		}
 		t.Logf("installed %s in %v", id, time.Since(start).Round(time.Millisecond))
