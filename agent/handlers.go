@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"github.com/deckhand-dev/deckhand/agent/aem"
 	"github.com/deckhand-dev/deckhand/agent/artifacts"
 	"github.com/deckhand-dev/deckhand/agent/config"
 	"github.com/deckhand-dev/deckhand/agent/hostfacts"
@@ -25,6 +26,13 @@ type deps struct {
 func buildHandlers(d deps) (map[string]worker.Handler, error) {
 	h := map[string]worker.Handler{
 		task.HostFacts{}.Name(): &hostfacts.Handler{DataDir: d.cfg.DataDir, ApacheCtl: d.cfg.ApacheCtl, AgentVersion: version.Version},
+	}
+	if d.cfg.AEM != nil {
+		ah, err := aem.NewHandler(d.cfg.AEM, d.fetcher, d.log.Named("aem"))
+		if err != nil {
+			return nil, err
+		}
+		h[task.PackageInstall{}.Name()] = ah
 	}
 	return h, nil
 }

@@ -280,7 +280,7 @@ func fakeAEM(t *testing.T, status int, contentType, body string) *aem.Client {
 	}))
 	t.Cleanup(srv.Close)
 	c, err := aem.NewClient(&aem.Config{BaseURL: srv.URL, User: "admin", Password: "admin",
-		Retries: aem.Retries{Count: 1, BaseBackoff: yamlconf.Duration(time.Millisecond), MaxBackoff: yamlconf.Duration(time.Millisecond)},
+		Retries:      aem.Retries{Count: 1, BaseBackoff: yamlconf.Duration(time.Millisecond), MaxBackoff: yamlconf.Duration(time.Millisecond)},
 		PollInterval: yamlconf.Duration(time.Millisecond), ReconcileTimeout: yamlconf.Duration(time.Second)}, testLogger(t, "aem-client"))
 	require.NoError(t, err)
 	t.Cleanup(c.Close)

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/deckhand-dev/deckhand/agent/aem"
+	"github.com/deckhand-dev/deckhand/agent/config"
 	"github.com/deckhand-dev/deckhand/e2e/aemsim/sim"
 	"github.com/deckhand-dev/deckhand/e2e/aemsim/simtest"
 	"github.com/deckhand-dev/deckhand/pkg/yamlconf"
@@ -143,4 +144,20 @@ func TestConfigPasswordFileAndNoRetries(t *testing.T) {
 func TestConfigStringHidesPassword(t *testing.T) {
 	c := aem.Config{BaseURL: "http://h:4502", User: "admin", Password: "hunter2"}
 	require.NotContains(t, c.String(), "hunter2")
+}
+
+// TestAgentConfigAEMSection: the agent's config file carries the section
+// and reports its problems with the file's name and line.
+func TestAgentConfigAEMSection(t *testing.T) {
+	base := "host_id: author1\nserver: cp:7443\ndata_dir: /var/lib/deckhand\n"
+	c, err := config.Parse("agent.yaml", []byte(base))
+	require.NoError(t, err)
+	require.Nil(t, c.AEM, "no section: package_install is not registered")
+
+	c, err = config.Parse("agent.yaml", []byte(base+"aem:\n  base_url: http://127.0.0.1:4502\n  user: admin\n  password: admin\n"))
+	require.NoError(t, err)
+	require.Equal(t, "http://127.0.0.1:4502", c.AEM.BaseURL)
+
+	_, err = config.Parse("agent.yaml", []byte(base+"aem:\n  base_url: http://127.0.0.1:4502\n  password: admin\n"))
+	require.ErrorContains(t, err, "agent.yaml:5: aem.user is required")
 }

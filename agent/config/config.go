@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/deckhand-dev/deckhand/agent/aem"
 	"github.com/deckhand-dev/deckhand/pkg/yamlconf"
 )
 
@@ -41,6 +42,9 @@ type Config struct {
 	// JournalRetention is how long finished, acked tasks are kept to answer
 	// re-sends. Default 168h (7 days).
 	JournalRetention yamlconf.Duration `yaml:"journal_retention"`
+	// AEM is the AEM instance on this host; without it the agent refuses
+	// package_install tasks.
+	AEM *aem.Config `yaml:"aem"`
 }
 
 var hostPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -92,6 +96,11 @@ func (c *Config) validate() error {
 	}
 	if c.JournalRetention == 0 {
 		c.JournalRetention = yamlconf.Duration(7 * 24 * time.Hour)
+	}
+	if c.AEM != nil {
+		if err := c.AEM.Validate(c.File); err != nil {
+			return err
+		}
 	}
 	return nil
 }
