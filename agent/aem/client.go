@@ -184,6 +184,9 @@ func NewClient(cfg *Config, log hclog.Logger) (*Client, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 2
+	// AEM is on this host or next to it: a proxy from the environment
+	// would only add a party that sees the credentials.
+	tr.Proxy = nil
 	return &Client{
 		base:        base,
 		user:        cfg.User,
@@ -282,7 +285,7 @@ func (c *Client) retry(ctx context.Context, op string, fn func() error) error {
 		d := b.Next()
 		c.log.Warn("transient AEM failure; retrying", "op", op, "try", try, "retry_in", d, "error", err)
 		if serr := backoff.Sleep(ctx, d, c.after); serr != nil {
-			return fmt.Errorf("%w (while waiting to retry: %v)", err, context.Cause(ctx))
+			return fmt.Errorf("%w (while waiting to retry: %w)", err, context.Cause(ctx))
 		}
 	}
 }
@@ -429,7 +432,7 @@ func (c *Client) Install(ctx context.Context, id aempkg.ID) (InstallResult, erro
 		d := b.Next()
 		c.log.Warn("install verified not carried out; installing again", "package", id, "retry_in", d)
 		if serr := backoff.Sleep(ctx, d, c.after); serr != nil {
-			return res, fmt.Errorf("%w (while waiting to retry: %v)", err, context.Cause(ctx))
+			return res, fmt.Errorf("%w (while waiting to retry: %w)", err, context.Cause(ctx))
 		}
 	}
 }
@@ -475,7 +478,7 @@ func (c *Client) Reconcile(ctx context.Context, id aempkg.ID) (installed bool, e
 // taken for a request that never arrived. Bounded by the reconcile timeout.
 func (c *Client) reconcile(ctx context.Context, id aempkg.ID) (bool, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, c.set.reconcileTimeout,
-		fmt.Errorf("AEM did not finish within aem.reconcile_timeout (%v)", c.set.reconcileTimeout))
+		fmt.Errorf("AEM did not finish within aem.reconcile_timeout (%v): %w", c.set.reconcileTimeout, context.DeadlineExceeded))
 	defer cancel()
 	idleAndAbsent := 0
 	for {

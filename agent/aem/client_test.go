@@ -371,3 +371,23 @@ func TestClientParsesAnswers(t *testing.T) {
 		require.ErrorContains(t, err, "gave up after 2 tries")
 	})
 }
+
+func TestClientPassesDependencyHandling(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.DependencyHandling = "best_effort"
+	c := e.client()
+	id := e.upload(c, "app", "1.0", "g:absent:1.0")
+	_, err := c.Install(context.Background(), id)
+	require.NoError(t, err, "best_effort ignores the missing dependency that strict (the simulator's default here) refuses")
+	inst := e.requests("install", "")
+	require.Len(t, inst, 1)
+	require.Equal(t, "best_effort", inst[0].Params["dependencyHandling"])
+
+	e.cfg.DependencyHandling = ""
+	c = e.client()
+	id = e.upload(c, "other", "1.0", "")
+	_, err = c.Install(context.Background(), id)
+	require.NoError(t, err)
+	_, sent := e.requests("install", "g:other:1.0")[0].Params["dependencyHandling"]
+	require.False(t, sent, "not sent unless configured")
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -75,6 +76,12 @@ type Handler struct {
 	// hook, when set, is called at each failpoint after failpoint.Hit; an
 	// error makes Run return at once, as if the agent died there (tests).
 	hook func(ctx context.Context, point string, id aempkg.ID) error
+
+	// busy holds one token: one package install task talks to AEM at a
+	// time, so two tasks cannot interleave their dependency orders and a
+	// reconciliation waits only for installs of its own task.
+	busy     chan struct{}
+	busyOnce sync.Once
 }
 
 // NewHandler builds a handler with a client for cfg. A nil logger discards.
@@ -111,6 +118,14 @@ func (h *Handler) Run(ctx context.Context, t *worker.Task) (any, error) {
 		arts = k.Packages
 	default:
 		return nil, fmt.Errorf("aem: the package install handler got a %T task", t.Spec.Kind)
+	}
+	h.busyOnce.Do(func() { h.busy = make(chan struct{}, 1) })
+	select {
+	case h.busy <- struct{}{}:
+		defer func() { <-h.busy }()
+	case <-ctx.Done():
+		return &task.PackageInstallOutput{Packages: []task.PackageOutcome{}},
+			fmt.Errorf("waiting for another package install task to finish: %w", context.Cause(ctx))
 	}
 	// Always a non-nil *PackageInstallOutput: a typed nil in the interface
 	// would reach the wire encoder as a nil pointer.
@@ -210,6 +225,7 @@ func (h *Handler) run(ctx context.Context, t progress, arts []task.Artifact) (*t
 			return task.PackageOutcome{ID: id.String(), Status: status, Message: msg, Took: time.Since(start), SHA256: it.art.SHA256}
 		}
 		stop := func(msg string, err error) (*task.PackageInstallOutput, error) {
+			t.Logf("%s failed: %s", id, msg)
 			out.Packages = append(out.Packages, outcome(StatusFailed, msg))
 			if rest := len(ordered) - i - 1; rest > 0 {
 				return out, fmt.Errorf("package %s failed (%d later packages not attempted): %w", id, rest, err)
@@ -275,6 +291,10 @@ func (h *Handler) run(ctx context.Context, t progress, arts []task.Artifact) (*t
 		}
 		res, err := h.Client.Install(ctx, id)
 		if err != nil {
+			if ctx.Err() != nil {
+				// AEM does not abort an install when its client goes away.
+				return stop("interrupted while the install was in progress; AEM may still complete it (see cmd=ls): "+err.Error(), err)
+			}
 			return stop(failureMessage("install", err), err)
 		}
 		if err := h.point(ctx, FailpointAfterInstall, id); err != nil {

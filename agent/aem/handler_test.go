@@ -325,3 +325,39 @@ func TestMarkedButUninstalledIsNotReinstalled(t *testing.T) {
 	require.Contains(t, out.Packages[0].Message, "now lists it as not installed")
 	require.Empty(t, e.requests("install", ""))
 }
+
+// TestConcurrentTasksDoNotInterleave: two package install tasks for the
+// same host run one after the other, each in its own dependency order.
+func TestConcurrentTasksDoNotInterleave(t *testing.T) {
+	e := newEnv(t)
+	e.fault(sim.Fault{Kind: sim.FaultSlowInstall, Package: "g:a:1.0", Delay: sim.Duration(200 * time.Millisecond)})
+	a := newAgent(t, newJournal(t), e.handler())
+	a.submit("t1", e.pkg("a", "1.0", ""), e.pkg("b", "1.0", "g:a:1.0"))
+	a.submit("t2", e.pkg("c", "1.0", ""), e.pkg("d", "1.0", "g:c:1.0"))
+	r1, _ := a.result("t1")
+	r2, _ := a.result("t2")
+	require.NoError(t, r1.Err())
+	require.NoError(t, r2.Err())
+	order := e.installed()
+	require.Len(t, order, 4)
+	require.Equal(t, 1, indexOf(t, order, "g:b:1.0")-indexOf(t, order, "g:a:1.0"), "t1's packages back to back: %v", order)
+	require.Equal(t, 1, indexOf(t, order, "g:d:1.0")-indexOf(t, order, "g:c:1.0"), "t2's packages back to back: %v", order)
+}
+
+// TestCancelDuringInstallSaysAEMMayFinish: a task cancelled by the server
+// while AEM installs reports that the install may still complete.
+func TestCancelDuringInstallSaysAEMMayFinish(t *testing.T) {
+	e := newEnv(t)
+	e.fault(sim.Fault{Kind: sim.FaultSlowInstall, Package: "g:a:1.0", Delay: sim.Duration(300 * time.Millisecond)})
+	a := newAgent(t, newJournal(t), e.handler())
+	a.submit("t1", e.pkg("a", "1.0", ""))
+	require.Eventually(t, func() bool {
+		st := e.requests("install", "g:a:1.0")
+		return len(st) == 1 && st[0].Outcome == sim.OutcomeInProgress
+	}, 10*time.Second, time.Millisecond)
+	a.w.Cancel("t1", "operator cancelled the execution")
+	r, out := a.result("t1")
+	require.Equal(t, task.StatusCancelled, r.Status)
+	require.Equal(t, []string{"g:a:1.0=failed"}, statuses(out))
+	require.Contains(t, out.Packages[0].Message, "AEM may still complete it")
+}
