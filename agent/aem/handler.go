@@ -60,14 +60,20 @@ type installedMark struct {
 
 // Handler runs PackageInstall tasks against the AEM instance of this host.
 //
-// Run returns a *task.PackageInstallOutput, also when it fails: outcomes
-// are listed in install order, then packages left out as superseded or
-// duplicate (skipped). When a package fails, Run stops; the packages after
-// it in install order were not attempted and are omitted from the output
-// (the task's error says how many). A refusal before any install (an
-// artifact that cannot be fetched or is not a content package, a
-// dependency cycle or unsatisfiable dependency, cmd=ls failing) leaves the
-// output empty except for the package at fault, if there is one.
+// Run returns a *task.PackageInstallOutput, also when it fails. Outcomes
+// are listed in install order: "installed" (by this attempt or, as the
+// message says, an earlier interrupted one), "skipped" ("already
+// installed" on AEM before the task), or "failed" with AEM's message
+// verbatim when AEM reported the failure. A run that gets through every
+// package then lists the packages left out as superseded by a higher
+// version or listed twice, as "skipped".
+//
+// When a package fails, Run stops: the packages after it in install order
+// were not attempted and are omitted from the output (the task's error
+// says how many). A refusal before any install (an artifact that cannot be
+// fetched or is not a content package, two artifacts with one package id,
+// a dependency cycle or unsatisfiable dependency, cmd=ls failing) leaves
+// the output empty except for the artifact at fault, if there is one.
 type Handler struct {
 	Client  *Client
 	Fetcher artifacts.Fetcher
