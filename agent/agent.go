@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,7 +17,9 @@ import (
 	"github.com/deckhand-dev/deckhand/agent/config"
 	"github.com/deckhand-dev/deckhand/agent/journal"
 	"github.com/deckhand-dev/deckhand/agent/session"
+	"github.com/deckhand-dev/deckhand/agent/tlsid"
 	"github.com/deckhand-dev/deckhand/agent/worker"
+	"github.com/deckhand-dev/deckhand/pkg/backoff"
 	"github.com/deckhand-dev/deckhand/pkg/version"
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 	"github.com/hashicorp/go-hclog"
@@ -47,7 +50,21 @@ type Agent struct {
 	worker  *worker.Worker
 	client  *session.Client
 	fetcher *artifacts.GRPCFetcher
+	// identity is loaded (or enrolled) by Run before the first dial; nil
+	// in insecure mode.
+	identity *tlsid.Identity
+	usesTLS  bool
 }
+
+// agentRenewer gives the session the identity Run loads later.
+type agentRenewer struct{ a *Agent }
+
+func (r agentRenewer) RenewAt() time.Time        { return r.a.identity.RenewAt() }
+func (r agentRenewer) NewCSR() ([]byte, error)   { return r.a.identity.NewCSR() }
+func (r agentRenewer) Install(cert []byte) error { return r.a.identity.Install(cert) }
+
+// Identity returns the TLS identity (nil before Run, or in insecure mode).
+func (a *Agent) Identity() *tlsid.Identity { return a.identity }
 
 // Fetcher exposes the artifact downloader (tests).
 func (a *Agent) Fetcher() *artifacts.GRPCFetcher { return a.fetcher }
@@ -87,8 +104,20 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	}
 	w := worker.New(worker.Config{Journal: j, Handlers: handlers, Logger: log})
 	dial := opts.DialOptions
-	if dial == nil {
+	var creds func() (grpc.DialOption, error)
+	var renewer session.Renewer
+	switch {
+	case dial != nil:
+	case cfg.Insecure:
 		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	default:
+		creds = func() (grpc.DialOption, error) {
+			if a.identity == nil {
+				return nil, errors.New("no TLS identity loaded")
+			}
+			return a.identity.DialOption(cfg.Server)
+		}
+		renewer = agentRenewer{a}
 	}
 	var onConn func(*pb.Welcome)
 	if opts.OnConnected != nil {
@@ -109,8 +138,10 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		Worker:       w,
 		OnConnected:  onConn,
 		Hooks:        opts.Hooks,
+		Credentials:  creds,
+		Renewer:      renewer,
 	})
-	a.worker, a.client = w, c
+	a.worker, a.client, a.usesTLS = w, c, creds != nil
 	return a, nil
 }
 
@@ -146,6 +177,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.worker.Recover(ctx); err != nil {
 		return fmt.Errorf("recover interrupted tasks: %w", err)
 	}
+	if a.usesTLS {
+		if err := a.loadIdentity(ctx); err != nil {
+			a.worker.Shutdown(context.Background())
+			return err
+		}
+	}
 	err := a.client.Run(ctx)
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -153,4 +190,46 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("shutdown", "error", serr)
 	}
 	return err
+}
+
+// loadIdentity loads the agent's certificate, or enrolls with the join
+// token when there is none yet. Transient failures are retried; a refusal
+// ends the agent with the server's reason.
+func (a *Agent) loadIdentity(ctx context.Context) error {
+	id, err := tlsid.Load(a.cfg.DataDir, a.cfg.HostID)
+	if err == nil {
+		a.identity = id
+		a.log.Info("loaded the agent certificate", "expires", id.Leaf().NotAfter.Format(time.RFC3339), "renews_at", id.RenewAt().Format(time.RFC3339))
+		return nil
+	}
+	if !errors.Is(err, tlsid.ErrNotEnrolled) {
+		return fmt.Errorf("TLS identity: %w", err)
+	}
+	if a.cfg.JoinToken == "" {
+		return &session.FatalError{Err: fmt.Errorf("this agent is not enrolled: set join_token and ca_fingerprint in %s (from `deckctl tokens create --host %s`)", a.cfg.File, a.cfg.HostID)}
+	}
+	bo := backoff.New(a.cfg.Reconnect.BaseBackoff.D(), a.cfg.Reconnect.MaxBackoff.D())
+	for {
+		ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		id, err := tlsid.Enroll(ectx, a.cfg.DataDir, a.cfg.Server, a.cfg.HostID, a.cfg.JoinToken, a.cfg.CAFingerprint)
+		cancel()
+		if err == nil {
+			a.identity = id
+			a.log.Info("enrolled with the control plane; the join token is used up and can be removed from the config", "expires", id.Leaf().NotAfter.Format(time.RFC3339))
+			return nil
+		}
+		var refused *tlsid.EnrollError
+		if errors.As(err, &refused) {
+			a.log.Error("enrollment refused", "reason", refused.Msg)
+			return &session.FatalError{Err: err}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		wait := bo.Next()
+		a.log.Warn("cannot enroll yet; retrying", "error", err, "in", wait.Round(time.Millisecond))
+		if backoff.Sleep(ctx, wait, nil) != nil {
+			return ctx.Err()
+		}
+	}
 }

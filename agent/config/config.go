@@ -32,6 +32,15 @@ type Config struct {
 	HostID string `yaml:"host_id"`
 	// Server is the control plane's host:port.
 	Server string `yaml:"server"`
+	// JoinToken enrolls the agent on its first start (from `deckctl tokens
+	// create --host HOST`); ignored once a certificate exists.
+	JoinToken string `yaml:"join_token"`
+	// CAFingerprint pins the control plane's CA for enrollment (printed
+	// with the token): no trust on first use.
+	CAFingerprint string `yaml:"ca_fingerprint"`
+	// Insecure talks to a --dev-insecure server without TLS. Only allowed
+	// when server is a loopback address.
+	Insecure bool `yaml:"insecure"`
 	// DataDir holds the journal, downloaded artifacts and backups.
 	DataDir   string    `yaml:"data_dir"`
 	LogLevel  string    `yaml:"log_level"`
@@ -45,6 +54,18 @@ type Config struct {
 	// AEM is the AEM instance on this host; without it the agent refuses
 	// package_install tasks.
 	AEM *aem.Config `yaml:"aem"`
+}
+
+func isLoopback(addr string) bool {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 var hostPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -84,6 +105,9 @@ func (c *Config) validate() error {
 	}
 	if c.DataDir == "" {
 		return yamlconf.Errorf(c.File, 0, "data_dir is required")
+	}
+	if c.Insecure && !isLoopback(c.Server) {
+		return yamlconf.Errorf(c.File, 0, "insecure: true is only allowed with a loopback server address, not %q", c.Server)
 	}
 	if c.Reconnect.MaxBackoff == 0 {
 		c.Reconnect.MaxBackoff = yamlconf.Duration(30 * time.Second)

@@ -55,12 +55,28 @@ type Config struct {
 	Worker         *worker.Worker
 	// OnConnected is called after each Welcome (tests, systemd status).
 	OnConnected func(welcome *pb.Welcome)
+	// Credentials, when set, is called before each dial and its option
+	// added (mutual TLS with the current certificate).
+	Credentials func() (grpc.DialOption, error)
+	// Renewer, when set, renews the client certificate over the stream
+	// before it expires.
+	Renewer Renewer
 	// Hooks let tests simulate a crash between two durable steps.
 	Hooks Hooks
 	// FatalCodes lists gRPC codes that end Run instead of retrying
 	// (a refused identity will not fix itself). Default:
 	// PermissionDenied, Unauthenticated.
 	FatalCodes []codes.Code
+}
+
+// Renewer is the agent's certificate, seen from the session.
+type Renewer interface {
+	// RenewAt is when the current certificate should be replaced.
+	RenewAt() time.Time
+	// NewCSR starts a renewal with a fresh key.
+	NewCSR() ([]byte, error)
+	// Install stores the certificate the server issued for that key.
+	Install(certDER []byte) error
 }
 
 // Hooks are failure injection points for tests; nil fields do nothing.
@@ -178,6 +194,13 @@ func (c *Client) Run(ctx context.Context) error {
 // server accepted it.
 func (c *Client) session(ctx context.Context) (welcomed bool, err error) {
 	opts := append([]grpc.DialOption{grpc.WithKeepaliveParams(ClientKeepalive)}, c.cfg.DialOptions...)
+	if c.cfg.Credentials != nil {
+		cred, err := c.cfg.Credentials()
+		if err != nil {
+			return false, err
+		}
+		opts = append(opts, cred)
+	}
 	conn, err := grpc.NewClient(c.cfg.Server, opts...)
 	if err != nil {
 		return false, fmt.Errorf("dial %s: %w", c.cfg.Server, err)
@@ -249,6 +272,14 @@ func (c *Client) session(ctx context.Context) (welcomed bool, err error) {
 		defer wg.Done()
 		c.heartbeat(sctx, out, interval)
 	}()
+	renewed := make(chan *pb.RenewResponse, 1)
+	if c.cfg.Renewer != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.renew(sctx, out, renewed)
+		}()
+	}
 	defer wg.Wait()
 	defer cancel()
 
@@ -271,6 +302,12 @@ func (c *Client) session(ctx context.Context) (welcomed bool, err error) {
 				continue
 			}
 			c.cfg.Worker.Ack(m.Ack.TaskId)
+		case *pb.ServerMessage_Renewed:
+			select {
+			case renewed <- m.Renewed:
+			default:
+				c.log.Warn("unexpected certificate renewal answer; ignoring")
+			}
 		case *pb.ServerMessage_Welcome:
 			return true, errors.New("protocol error: Welcome sent twice")
 		default:
@@ -310,6 +347,53 @@ func (c *Client) heartbeat(ctx context.Context, out *sender, interval time.Durat
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// renew replaces the client certificate at its RenewAt over this stream;
+// the stream itself is unaffected, new connections use the new
+// certificate. A failed attempt is retried with backoff (1 s to 1 min)
+// while the old certificate is still valid.
+func (c *Client) renew(ctx context.Context, out *sender, answers <-chan *pb.RenewResponse) {
+	bo := backoff.New(time.Second, time.Minute)
+	for {
+		wait := time.Until(c.cfg.Renewer.RenewAt())
+		if backoff.Sleep(ctx, wait, nil) != nil {
+			return
+		}
+		err := c.renewOnce(ctx, out, answers)
+		if err == nil {
+			bo.Reset()
+			c.log.Info("renewed the agent certificate", "next_renewal", c.cfg.Renewer.RenewAt().Format(time.RFC3339))
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		retry := max(bo.Next(), 500*time.Millisecond)
+		c.log.Error("certificate renewal failed; retrying", "error", err, "in", retry)
+		if backoff.Sleep(ctx, retry, nil) != nil {
+			return
+		}
+	}
+}
+
+func (c *Client) renewOnce(ctx context.Context, out *sender, answers <-chan *pb.RenewResponse) error {
+	csr, err := c.cfg.Renewer.NewCSR()
+	if err != nil {
+		return err
+	}
+	out.send(&pb.AgentMessage{Msg: &pb.AgentMessage_Renew{Renew: &pb.RenewRequest{Csr: csr}}})
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		return errors.New("no answer to the renewal request in 30s")
+	case a := <-answers:
+		if a.GetError() != "" {
+			return errors.New(a.GetError())
+		}
+		return c.cfg.Renewer.Install(a.GetCertificate())
 	}
 }
 

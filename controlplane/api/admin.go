@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/deckhand-dev/deckhand/controlplane/fleet"
+	"github.com/deckhand-dev/deckhand/controlplane/pki"
+	"github.com/deckhand-dev/deckhand/controlplane/store"
 	"github.com/deckhand-dev/deckhand/pkg/task"
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 	"google.golang.org/grpc/codes"
@@ -24,6 +26,12 @@ import (
 type Admin struct {
 	pb.UnimplementedAdminServiceServer
 	Fleet *fleet.Fleet
+	Store *store.Store
+	Hosts fleet.Directory
+	// PKI is nil in --dev-insecure mode.
+	PKI *pki.PKI
+	// ServerAddress is told to enrolling agents.
+	ServerAddress string
 	// FactsTimeout bounds GetHostFacts when the caller set no deadline.
 	FactsTimeout time.Duration
 }

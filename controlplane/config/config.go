@@ -47,6 +47,21 @@ type Environment struct {
 	Hosts []Host       `yaml:"hosts"`
 }
 
+// TLS is the server's certificate setup.
+type TLS struct {
+	// CACert and CAKey name an operator-supplied CA (both or neither);
+	// without them the server creates its own in <data_dir>/ca.
+	CACert string `yaml:"ca_cert"`
+	CAKey  string `yaml:"ca_key"`
+	// ServerNames are the DNS names and IPs agents and deckctl use to
+	// reach the server; default: the listen host, localhost, loopback and
+	// this machine's hostname.
+	ServerNames []string `yaml:"server_names"`
+	// HostCertLifetime is how long agent certificates are valid; agents
+	// renew them before that. Default 720h (30 days).
+	HostCertLifetime yamlconf.Duration `yaml:"host_cert_lifetime"`
+}
+
 // Config is the whole server config file.
 type Config struct {
 	// File is the path the config was read from, for messages.
@@ -60,6 +75,12 @@ type Config struct {
 	// three intervals is offline.
 	HeartbeatInterval yamlconf.Duration `yaml:"heartbeat_interval"`
 	LogLevel          string            `yaml:"log_level"`
+
+	// TLS configures the control plane CA and the server certificate.
+	TLS TLS `yaml:"tls"`
+	// AdminCredentialsFile is where the first start writes the first
+	// admin's credentials; default <data_dir>/admin-credentials.yaml.
+	AdminCredentialsFile string `yaml:"admin_credentials_file"`
 
 	Environments []Environment `yaml:"environments"`
 
@@ -114,6 +135,12 @@ func (c *Config) validate() error {
 	}
 	if c.DataDir == "" {
 		return c.errf(0, "data_dir is required (where the server keeps its state)")
+	}
+	if (c.TLS.CACert == "") != (c.TLS.CAKey == "") {
+		return c.errf(0, "tls: ca_cert and ca_key must be given together")
+	}
+	if c.TLS.HostCertLifetime != 0 && c.TLS.HostCertLifetime.D() < 30*time.Second {
+		return c.errf(0, "tls: host_cert_lifetime %s is below the minimum of 30s", c.TLS.HostCertLifetime.D())
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = yamlconf.Duration(DefaultHeartbeatInterval)

@@ -11,7 +11,7 @@ import (
 
 func agentsCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "agents", Short: "List agents and ask them about their hosts"}
-	c.AddCommand(agentsListCmd(g), agentsFactsCmd(g))
+	c.AddCommand(agentsListCmd(g), agentsFactsCmd(g), agentsRevokeCmd(g))
 	return c
 }
 

@@ -4,24 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/deckhand-dev/deckhand/agent"
 	agentconfig "github.com/deckhand-dev/deckhand/agent/config"
-	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/deckctl"
-	"github.com/deckhand-dev/deckhand/controlplane/server"
+	"github.com/deckhand-dev/deckhand/controlplane/server/servertest"
 	"github.com/deckhand-dev/deckhand/pkg/testlog"
 	"github.com/stretchr/testify/require"
 )
 
-func startServer(t *testing.T) (*server.Server, string) {
-	cfg, err := config.Parse("t.yaml", []byte("data_dir: "+t.TempDir()+`
-heartbeat_interval: 200ms
+func startServer(t *testing.T) (*servertest.Control, string) {
+	c := servertest.Start(t, servertest.Options{Topology: `
 environments:
   - name: stage
     type: stage
@@ -29,17 +25,8 @@ environments:
       - {id: author1, role: author}
       - {id: publish1, role: publish, pair: 1}
       - {id: dispatcher1, role: dispatcher, pair: 1}
-`))
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	srv, err := server.New(cfg, server.Options{Logger: testlog.New(t, "server"), Listener: ln})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return srv, ln.Addr().String()
+`, HeartbeatInterval: 200 * time.Millisecond})
+	return c, c.Addr
 }
 
 func run(args ...string) (string, string, int) {
@@ -49,8 +36,9 @@ func run(args ...string) (string, string, int) {
 }
 
 func TestAgentsListAndFacts(t *testing.T) {
-	srv, addr := startServer(t)
-	acfg, err := agentconfig.Parse("a.yaml", []byte(fmt.Sprintf("host_id: author1\nserver: %s\ndata_dir: %s\napachectl: [true]\n", addr, t.TempDir())))
+	c, _ := startServer(t)
+	creds := c.CredentialsPath()
+	acfg, err := agentconfig.Parse("a.yaml", []byte(c.AgentConfig("author1", t.TempDir(), "")))
 	require.NoError(t, err)
 	a, err := agent.New(acfg, agent.Options{Logger: testlog.New(t, "agent")})
 	require.NoError(t, err)
@@ -58,9 +46,9 @@ func TestAgentsListAndFacts(t *testing.T) {
 	done := make(chan struct{})
 	go func() { a.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	require.Eventually(t, func() bool { return srv.Fleet().Online("author1") }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return c.Server.Fleet().Online("author1") }, 10*time.Second, 10*time.Millisecond)
 
-	out, stderr, code := run("--server", addr, "agents", "list")
+	out, stderr, code := run("--credentials", creds, "agents", "list")
 	require.Equal(t, 0, code, stderr)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	require.Len(t, lines, 4)
@@ -68,7 +56,7 @@ func TestAgentsListAndFacts(t *testing.T) {
 	require.Regexp(t, `^author1\s+stage \(stage\)\s+author\s+-\s+online\s+`, lines[1])
 	require.Regexp(t, `^publish1\s+stage \(stage\)\s+publish\s+1\s+never\s+-\s+-$`, lines[2])
 
-	out, stderr, code = run("--server", addr, "agents", "list", "-o", "json")
+	out, stderr, code = run("--credentials", creds, "agents", "list", "-o", "json")
 	require.Equal(t, 0, code, stderr)
 	var agents []map[string]any
 	require.NoError(t, json.Unmarshal([]byte(out), &agents))
@@ -78,30 +66,34 @@ func TestAgentsListAndFacts(t *testing.T) {
 	require.Contains(t, agents[0], "last_heartbeat")
 	require.Equal(t, "never", agents[1]["state"])
 
-	out, stderr, code = run("--server", addr, "agents", "facts", "author1", "-o", "json")
+	out, stderr, code = run("--credentials", creds, "agents", "facts", "author1", "-o", "json")
 	require.Equal(t, 0, code, stderr)
 	var facts map[string]any
 	require.NoError(t, json.Unmarshal([]byte(out), &facts))
 	require.NotEmpty(t, facts["hostname"])
 	require.NotZero(t, facts["data_dir_total_bytes"])
 
-	out, stderr, code = run("--server", addr, "agents", "facts", "author1")
+	out, stderr, code = run("--credentials", creds, "agents", "facts", "author1")
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, out, "hostname:")
 	require.Contains(t, out, "data dir free:")
 }
 
 func TestErrorsAreOneLineAndNonZero(t *testing.T) {
-	_, addr := startServer(t)
+	c, addr := startServer(t)
+	creds := c.CredentialsPath()
 	cases := []struct {
 		args []string
 		want string
 	}{
-		{[]string{"--server", addr, "agents", "facts", "publish1"}, `deckctl: host "publish1": its agent has never connected`},
-		{[]string{"--server", addr, "agents", "facts", "ghost"}, `deckctl: host "ghost" is not declared in the server config`},
-		{[]string{"--server", addr, "agents", "list", "--env", "nope"}, `deckctl: environment "nope" is not declared`},
-		{[]string{"--server", addr, "agents", "list", "-o", "yaml"}, `deckctl: -o "yaml": use table or json`},
-		{[]string{"--server", "127.0.0.1:1", "--timeout", "2s", "agents", "list"}, `deckctl: cannot reach the server`},
+		{[]string{"--credentials", creds, "agents", "facts", "publish1"}, `deckctl: host "publish1": its agent has never connected`},
+		{[]string{"--credentials", creds, "agents", "facts", "ghost"}, `deckctl: host "ghost" is not declared in the server config`},
+		{[]string{"--credentials", creds, "agents", "list", "--env", "nope"}, `deckctl: environment "nope" is not declared`},
+		{[]string{"--credentials", creds, "agents", "list", "-o", "yaml"}, `deckctl: -o "yaml": use table or json`},
+		{[]string{"--credentials", creds, "--server", "127.0.0.1:1", "--timeout", "2s", "agents", "list"}, `deckctl: cannot reach the server`},
+		{[]string{"--server", addr, "agents", "list"}, `deckctl: no CA to verify the server`},
+		{[]string{"--server", addr, "--insecure", "agents", "list"}, `deckctl: cannot reach the server`},
+		{[]string{"--server", "10.1.2.3:7443", "--insecure", "agents", "list"}, `deckctl: --insecure is only for a --dev-insecure server on a loopback address`},
 		{[]string{"agents", "facts"}, `deckctl: accepts 1 arg(s), received 0`},
 		{[]string{"bogus"}, `deckctl: unknown command "bogus"`},
 	}

@@ -44,6 +44,9 @@ type Config struct {
 	// (the client certificate). Nil trusts the id in Hello — only for
 	// --dev-insecure and tests.
 	Authenticate func(ctx context.Context) (string, error)
+	// Renew issues a fresh certificate for a session's host from a CSR;
+	// nil refuses renewals (--dev-insecure).
+	Renew func(host string, csr []byte) ([]byte, error)
 	// Blobs serves FetchArtifact; nil refuses downloads.
 	Blobs *artifacts.Blobs
 	// Tracker, when set, lets the fleet cut a session's connection.

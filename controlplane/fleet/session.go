@@ -177,6 +177,8 @@ func (f *Fleet) Connect(stream pb.AgentService_ConnectServer) error {
 			f.handleProgress(s, m.Progress)
 		case *pb.AgentMessage_Result:
 			f.handleResult(s, m.Result)
+		case *pb.AgentMessage_Renew:
+			f.handleRenew(s, m.Renew)
 		case *pb.AgentMessage_Hello:
 			return status.Error(codes.InvalidArgument, "Hello sent twice on one stream")
 		default:
@@ -294,4 +296,19 @@ func (f *Fleet) handleResult(s *session, r *pb.TaskResult) {
 		f.log.Debug("duplicate task result (already stored); acking again", "host", s.host, "task", t.ID)
 	}
 	s.enqueue(&pb.ServerMessage{Msg: &pb.ServerMessage_Ack{Ack: &pb.AckResult{TaskId: res.TaskID}}})
+}
+
+// handleRenew issues a new certificate for the session's host: the
+// identity is the one this stream authenticated, whatever the CSR says.
+func (f *Fleet) handleRenew(s *session, r *pb.RenewRequest) {
+	resp := &pb.RenewResponse{}
+	if f.cfg.Renew == nil {
+		resp.Error = "this server does not issue certificates (--dev-insecure)"
+	} else if cert, err := f.cfg.Renew(s.host, r.GetCsr()); err != nil {
+		f.log.Warn("certificate renewal refused", "host", s.host, "error", err)
+		resp.Error = err.Error()
+	} else {
+		resp.Certificate = cert
+	}
+	s.enqueue(&pb.ServerMessage{Msg: &pb.ServerMessage_Renewed{Renewed: resp}})
 }

@@ -34,7 +34,7 @@ func TestArtifactFetchVerifiedAndReused(t *testing.T) {
 	c := newCluster(t)
 	data := make([]byte, 3<<20+12345) // several chunks and a partial one
 	_, _ = rand.Read(data)
-	digest, size, err := c.srv.Blobs().Put(bytes.NewReader(data))
+	digest, size, err := c.Server.Blobs().Put(bytes.NewReader(data))
 	require.NoError(t, err)
 
 	var ra *runningAgent
@@ -46,7 +46,7 @@ func TestArtifactFetchVerifiedAndReused(t *testing.T) {
 
 	run := func(exec string) *task.DispatcherOutput {
 		id, _ := task.ID(exec, "deploy", "dispatcher1")
-		res, err := c.srv.Fleet().Run(ctxT(t), task.Spec{ID: id, HostID: "dispatcher1", Kind: task.DispatcherDeploy{Artifact: art}})
+		res, err := c.Server.Fleet().Run(ctxT(t), task.Spec{ID: id, HostID: "dispatcher1", Kind: task.DispatcherDeploy{Artifact: art}})
 		require.NoError(t, err)
 		require.NoError(t, res.Err())
 		return res.Output.(*task.DispatcherOutput)
@@ -59,7 +59,7 @@ func TestArtifactFetchVerifiedAndReused(t *testing.T) {
 
 	// A second task reuses the verified copy: remove the blob on the
 	// server; the fetch must still succeed.
-	blob, err := c.srv.Blobs().Path(digest)
+	blob, err := c.Server.Blobs().Path(digest)
 	require.NoError(t, err)
 	require.NoError(t, os.Remove(blob))
 	require.Equal(t, path, run("e2").BackupID)
@@ -69,7 +69,7 @@ func TestArtifactFetchResumesAndRejectsCorruption(t *testing.T) {
 	c := newCluster(t)
 	data := make([]byte, 1<<20)
 	_, _ = rand.Read(data)
-	digest, size, err := c.srv.Blobs().Put(bytes.NewReader(data))
+	digest, size, err := c.Server.Blobs().Put(bytes.NewReader(data))
 	require.NoError(t, err)
 	dir := t.TempDir()
 	var ra *runningAgent
@@ -84,7 +84,7 @@ func TestArtifactFetchResumesAndRejectsCorruption(t *testing.T) {
 	require.NoError(t, os.MkdirAll(adir, 0o700))
 	require.NoError(t, os.WriteFile(filepath.Join(adir, digest+".partial"), data[:400000], 0o600))
 	id, _ := task.ID("e1", "deploy", "dispatcher1")
-	res, err := c.srv.Fleet().Run(ctxT(t), task.Spec{ID: id, HostID: "dispatcher1", Kind: task.DispatcherDeploy{Artifact: art}})
+	res, err := c.Server.Fleet().Run(ctxT(t), task.Spec{ID: id, HostID: "dispatcher1", Kind: task.DispatcherDeploy{Artifact: art}})
 	require.NoError(t, err)
 	require.NoError(t, res.Err())
 
@@ -92,13 +92,13 @@ func TestArtifactFetchResumesAndRejectsCorruption(t *testing.T) {
 	// download is refused and deleted, never used.
 	data2 := make([]byte, 500000)
 	_, _ = rand.Read(data2)
-	d2, s2, err := c.srv.Blobs().Put(bytes.NewReader(data2))
+	d2, s2, err := c.Server.Blobs().Put(bytes.NewReader(data2))
 	require.NoError(t, err)
 	bad := append([]byte{}, data2[:1000]...)
 	bad[10] ^= 0xff
 	require.NoError(t, os.WriteFile(filepath.Join(adir, d2+".partial"), bad, 0o600))
 	id2, _ := task.ID("e2", "deploy", "dispatcher1")
-	res, err = c.srv.Fleet().Run(ctxT(t), task.Spec{ID: id2, HostID: "dispatcher1", Kind: task.DispatcherDeploy{Artifact: task.Artifact{SHA256: d2, Size: s2}}})
+	res, err = c.Server.Fleet().Run(ctxT(t), task.Spec{ID: id2, HostID: "dispatcher1", Kind: task.DispatcherDeploy{Artifact: task.Artifact{SHA256: d2, Size: s2}}})
 	require.NoError(t, err)
 	require.ErrorContains(t, res.Err(), "sha256 mismatch")
 	require.NoFileExists(t, filepath.Join(adir, d2+".partial"))
@@ -107,7 +107,7 @@ func TestArtifactFetchResumesAndRejectsCorruption(t *testing.T) {
 
 func TestArtifactFetchRefusedWithoutTask(t *testing.T) {
 	c := newCluster(t)
-	digest, size, err := c.srv.Blobs().Put(bytes.NewReader([]byte("secret config")))
+	digest, size, err := c.Server.Blobs().Put(bytes.NewReader([]byte("secret config")))
 	require.NoError(t, err)
 	ra := c.startAgent("publish1", t.TempDir(), session.Hooks{})
 	c.waitOnline("publish1")

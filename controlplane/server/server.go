@@ -14,13 +14,17 @@ import (
 
 	"github.com/deckhand-dev/deckhand/controlplane/api"
 	"github.com/deckhand-dev/deckhand/controlplane/artifacts"
+	"github.com/deckhand-dev/deckhand/controlplane/auth"
 	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/fleet"
+	"github.com/deckhand-dev/deckhand/controlplane/pki"
 	"github.com/deckhand-dev/deckhand/controlplane/store"
+	"github.com/deckhand-dev/deckhand/pkg/identity"
 	"github.com/deckhand-dev/deckhand/pkg/version"
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 )
 
@@ -40,8 +44,9 @@ type Options struct {
 	Listener net.Listener
 	// GRPCOptions are added to the gRPC server's options (credentials).
 	GRPCOptions []grpc.ServerOption
-	// Authenticate is passed to the fleet (nil: trust Hello; dev only).
-	Authenticate func(ctx context.Context) (string, error)
+	// DevInsecure serves without TLS and treats every caller as an admin
+	// and every Hello as truthful. Only allowed on a loopback address.
+	DevInsecure bool
 	// MissedHeartbeats overrides the fleet's default of 3.
 	MissedHeartbeats int
 }
@@ -56,8 +61,13 @@ type Server struct {
 	grpc    *grpc.Server
 	ln      *fleet.ConnTracker
 	epoch   uint64
+	pki     *pki.PKI
+	authz   *auth.Authorizer
 	stopped sync.Once
 }
+
+// PKI exposes the CA (nil in --dev-insecure mode).
+func (s *Server) PKI() *pki.PKI { return s.pki }
 
 // New opens state and builds the services; Serve starts them.
 func New(cfg *config.Config, opts Options) (*Server, error) {
@@ -87,12 +97,42 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 		}
 	}
-	tracker := fleet.Track(ln)
-	fl, err := fleet.New(fleet.Config{
+	addr := ln.Addr().String()
+	if opts.DevInsecure && !pki.IsLoopback(addr) {
+		ln.Close()
+		st.Close()
+		return nil, fmt.Errorf("refusing --dev-insecure on %s: it turns off TLS and authentication, so it is allowed only on a loopback address", addr)
+	}
+	var fl *fleet.Fleet
+	var ca *pki.PKI
+	if !opts.DevInsecure {
+		names := cfg.TLS.ServerNames
+		if len(names) == 0 {
+			names = pki.DefaultServerNames(addr)
+		}
+		ca, err = pki.Open(pki.Config{
+			DataDir: cfg.DataDir, CACert: cfg.TLS.CACert, CAKey: cfg.TLS.CAKey, ServerNames: names,
+			HostCertLifetime: cfg.TLS.HostCertLifetime.D(), ServerAddress: addr, Logger: log,
+			Disconnect: func(host, why string) bool { return fl.Disconnect(host, why) },
+			IsDeclared: func(host string) bool { _, ok := cfg.Lookup(host); return ok },
+		}, st)
+		if err != nil {
+			ln.Close()
+			st.Close()
+			return nil, err
+		}
+	}
+	authz := &auth.Authorizer{Store: st, PKI: ca, Insecure: opts.DevInsecure, Logger: log.Named("auth")}
+	fcfg := fleet.Config{
 		Store: st, Hosts: cfg, Epoch: epoch, Blobs: blobs, HeartbeatInterval: cfg.HeartbeatInterval.D(),
-		MissedHeartbeats: opts.MissedHeartbeats, Authenticate: opts.Authenticate, Tracker: tracker,
-		Logger: log, ServerVersion: version.Version,
-	})
+		MissedHeartbeats: opts.MissedHeartbeats, Logger: log, ServerVersion: version.Version,
+	}
+	if ca != nil {
+		fcfg.Authenticate, fcfg.Renew = ca.AuthenticateHost, ca.Renew
+	}
+	tracker := fleet.Track(ln)
+	fcfg.Tracker = tracker
+	fl, err = fleet.New(fcfg)
 	if err != nil {
 		tracker.Close()
 		st.Close()
@@ -108,12 +148,60 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		grpc.WaitForHandlers(true),
 		grpc.ReadBufferSize(8 << 10),
 		grpc.WriteBufferSize(8 << 10),
+		grpc.ChainUnaryInterceptor(authz.Unary()),
+		grpc.ChainStreamInterceptor(authz.Stream()),
 	}, opts.GRPCOptions...)
+	if ca != nil {
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(ca.ServerTLS())))
+	}
 	gs := grpc.NewServer(gopts...)
 	pb.RegisterAgentServiceServer(gs, fl)
-	pb.RegisterAdminServiceServer(gs, &api.Admin{Fleet: fl})
-	log.Info("server ready", "listen", tracker.Addr().String(), "epoch", epoch, "config", cfg.String(), "version", version.Version)
-	return &Server{cfg: cfg, log: log, store: st, blobs: blobs, fleet: fl, grpc: gs, ln: tracker, epoch: epoch}, nil
+	pb.RegisterAdminServiceServer(gs, &api.Admin{Fleet: fl, Store: st, Hosts: cfg, PKI: ca, ServerAddress: addr})
+	if ca != nil {
+		pb.RegisterEnrollServiceServer(gs, &pki.EnrollServer{P: ca, Audit: authz.Record})
+		if err := bootstrapAdmin(cfg, st, ca, addr, log); err != nil {
+			tracker.Close()
+			st.Close()
+			return nil, err
+		}
+		log.Info("server ready", "listen", addr, "epoch", epoch, "config", cfg.String(), "version", version.Version, "ca_fingerprint", ca.Fingerprint())
+	} else {
+		log.Warn("server ready in --dev-insecure mode: no TLS, no authentication; for local demos only", "listen", addr, "epoch", epoch, "config", cfg.String(), "version", version.Version)
+	}
+	return &Server{cfg: cfg, log: log, store: st, blobs: blobs, fleet: fl, grpc: gs, ln: tracker, epoch: epoch, pki: ca, authz: authz}, nil
+}
+
+// CredentialsFile is where the first admin's credentials are written.
+func CredentialsFile(cfg *config.Config) string {
+	if cfg.AdminCredentialsFile != "" {
+		return cfg.AdminCredentialsFile
+	}
+	return filepath.Join(cfg.DataDir, "admin-credentials.yaml")
+}
+
+// bootstrapAdmin creates the first admin on a fresh data dir and writes
+// its credentials to a 0600 file whose path is logged once.
+func bootstrapAdmin(cfg *config.Config, st *store.Store, ca *pki.PKI, addr string, log hclog.Logger) error {
+	n, err := st.AdminCount()
+	if err != nil || n > 0 {
+		return err
+	}
+	tok, err := api.NewAdminToken()
+	if err != nil {
+		return err
+	}
+	if err := st.PutAdmin(store.Admin{Name: "admin", Roles: []string{string(auth.Admin)}, CreatedAt: time.Now().UTC(), CreatedBy: "bootstrap"}, tok); err != nil {
+		return err
+	}
+	path := CredentialsFile(cfg)
+	err = auth.WriteCredentials(path, &auth.Credentials{
+		Server: addr, Name: "admin", Token: tok, CAFingerprint: ca.Fingerprint(), CA: string(identity.CertPEM(ca.CA().Cert)),
+	})
+	if err != nil {
+		return fmt.Errorf("write the first admin's credentials: %w", err)
+	}
+	log.Info("first start: wrote the admin credentials; use them with deckctl --credentials and keep them private", "path", path)
+	return nil
 }
 
 // Addr is the address the server listens on.

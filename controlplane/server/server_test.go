@@ -15,16 +15,13 @@ import (
 	"github.com/deckhand-dev/deckhand/agent/journal"
 	"github.com/deckhand-dev/deckhand/agent/session"
 	"github.com/deckhand-dev/deckhand/agent/worker"
-	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/server"
+	"github.com/deckhand-dev/deckhand/controlplane/server/servertest"
 	"github.com/deckhand-dev/deckhand/pkg/task"
 	"github.com/deckhand-dev/deckhand/pkg/testlog"
-	"github.com/deckhand-dev/deckhand/pkg/yamlconf"
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -34,14 +31,11 @@ func TestMain(m *testing.M) {
 
 const hb = 100 * time.Millisecond
 
-// cluster is a control plane plus agents in this process, on loopback.
+// cluster is a control plane plus agents in this process, on loopback,
+// speaking mutual TLS with enrolled agents.
 type cluster struct {
-	t       *testing.T
-	cfg     *config.Config
-	srv     *server.Server
-	srvDone chan struct{}
-	stopSrv context.CancelFunc
-	addr    string
+	t *testing.T
+	*servertest.Control
 	// runs counts HostFacts executions per host, across agent restarts.
 	runs sync.Map // host -> *atomic.Int32
 	// gate, when set, blocks HostFacts until closed.
@@ -50,59 +44,12 @@ type cluster struct {
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	cfg, err := config.Parse("test.yaml", []byte(`
-data_dir: `+t.TempDir()+`
-environments:
-  - name: prod
-    type: prod
-    hosts:
-      - {id: author1, role: author}
-      - {id: publish1, role: publish, pair: 1}
-      - {id: dispatcher1, role: dispatcher, pair: 1}
-`))
-	require.NoError(t, err)
-	cfg.HeartbeatInterval = yamlconf.Duration(hb)
-	cfg.Listen = "127.0.0.1:0"
-	c := &cluster{t: t, cfg: cfg}
-	c.startServer()
-	t.Cleanup(c.stopServer)
-	return c
+	return &cluster{t: t, Control: servertest.Start(t, servertest.Options{HeartbeatInterval: hb})}
 }
 
-func (c *cluster) startServer() {
-	c.t.Helper()
-	var ln net.Listener
-	var err error
-	if c.addr == "" {
-		ln, err = net.Listen("tcp", "127.0.0.1:0")
-	} else {
-		ln, err = net.Listen("tcp", c.addr) // same port after a restart
-	}
-	require.NoError(c.t, err)
-	c.addr = ln.Addr().String()
-	srv, err := server.New(c.cfg, server.Options{Logger: testlog.New(c.t, "server"), Listener: ln})
-	require.NoError(c.t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ctx)
-	}()
-	c.srv, c.stopSrv, c.srvDone = srv, cancel, done
-}
-
-func (c *cluster) stopServer() {
-	if c.stopSrv != nil {
-		c.stopSrv()
-		<-c.srvDone
-		c.stopSrv = nil
-	}
-}
-
-func (c *cluster) restartServer() {
-	c.stopServer()
-	c.startServer()
-}
+func (c *cluster) stopServer()    { c.Stop() }
+func (c *cluster) startServer()   { c.Start() }
+func (c *cluster) restartServer() { c.Restart() }
 
 func (c *cluster) runCounter(host string) *atomic.Int32 {
 	v, _ := c.runs.LoadOrStore(host, new(atomic.Int32))
@@ -130,7 +77,7 @@ func (c *cluster) startAgent(host, dataDir string, hooks session.Hooks) *running
 
 func (c *cluster) startAgentWith(host, dataDir string, hooks session.Hooks, extra map[string]worker.Handler) *runningAgent {
 	c.t.Helper()
-	acfg, err := agentconfig.Parse("agent.yaml", []byte(fmt.Sprintf("host_id: %s\nserver: %s\ndata_dir: %s\nreconnect:\n  stagger: 50ms\n  base_backoff: 50ms\n  max_backoff: 300ms\napachectl: [true]\n", host, c.addr, dataDir)))
+	acfg, err := agentconfig.Parse("agent.yaml", []byte(c.AgentConfig(host, dataDir, "")))
 	require.NoError(c.t, err)
 	counter := c.runCounter(host)
 	a, err := agent.New(acfg, agent.Options{
@@ -169,7 +116,7 @@ func (c *cluster) waitOnline(hosts ...string) {
 	c.t.Helper()
 	require.Eventually(c.t, func() bool {
 		for _, h := range hosts {
-			if !c.srv.Fleet().Online(h) {
+			if !c.Server.Fleet().Online(h) {
 				return false
 			}
 		}
@@ -178,7 +125,7 @@ func (c *cluster) waitOnline(hosts ...string) {
 }
 
 func (c *cluster) state(host string) string {
-	all, err := c.srv.Fleet().Agents()
+	all, err := c.Server.Fleet().Agents()
 	require.NoError(c.t, err)
 	for _, a := range all {
 		if a.ID == host {
@@ -212,10 +159,7 @@ func TestAgentsListedOnlineAndHostFactsRun(t *testing.T) {
 	}
 
 	// Through the admin API, as deckctl does.
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	defer conn.Close()
-	admin := pb.NewAdminServiceClient(conn)
+	admin := pb.NewAdminServiceClient(c.AdminConn())
 	list, err := admin.ListAgents(ctxT(t), &pb.ListAgentsRequest{})
 	require.NoError(t, err)
 	require.Len(t, list.Agents, 3)
@@ -248,10 +192,7 @@ func TestKilledAgentGoesOffline(t *testing.T) {
 // must notice from the missing heartbeats alone.
 func TestSilentAgentGoesOfflineAfterThreeMissedHeartbeats(t *testing.T) {
 	c := newCluster(t)
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	defer conn.Close()
-	stream, err := pb.NewAgentServiceClient(conn).Connect(ctxT(t))
+	stream, err := pb.NewAgentServiceClient(c.HostConn("dispatcher1")).Connect(ctxT(t))
 	require.NoError(t, err)
 	connectedAt := time.Now()
 	require.NoError(t, stream.Send(&pb.AgentMessage{Msg: &pb.AgentMessage_Hello{Hello: &pb.Hello{HostId: "dispatcher1", Version: "hung"}}}))
@@ -270,7 +211,7 @@ func TestSilentAgentGoesOfflineAfterThreeMissedHeartbeats(t *testing.T) {
 
 func TestUndeclaredHostIsRefused(t *testing.T) {
 	c := newCluster(t)
-	acfg, err := agentconfig.Parse("agent.yaml", []byte(fmt.Sprintf("host_id: ghost\nserver: %s\ndata_dir: %s\napachectl: [true]\n", c.addr, t.TempDir())))
+	acfg, err := agentconfig.Parse("agent.yaml", []byte(fmt.Sprintf("host_id: ghost\nserver: %s\ndata_dir: %s\napachectl: [\"true\"]\njoin_token: dhj_x\nca_fingerprint: %s\n", c.Addr, t.TempDir(), c.Server.PKI().Fingerprint())))
 	require.NoError(t, err)
 	a, err := agent.New(acfg, agent.Options{Logger: testlog.New(t, "ghost")})
 	require.NoError(t, err)
@@ -278,7 +219,7 @@ func TestUndeclaredHostIsRefused(t *testing.T) {
 	err = a.Run(ctx)
 	var fatal *session.FatalError
 	require.ErrorAs(t, err, &fatal)
-	require.Contains(t, err.Error(), `host "ghost" is not declared in any environment`)
+	require.Contains(t, err.Error(), `host "ghost" is not declared in the server config`)
 	require.Equal(t, "missing", c.state("ghost"))
 }
 
@@ -292,10 +233,10 @@ func TestServerRestartWhileTaskInFlight(t *testing.T) {
 			c.waitOnline("publish1")
 
 			spec := factsSpec(t, "exec-1", "publish1")
-			require.NoError(t, c.srv.Fleet().Assign(ctxT(t), spec))
+			require.NoError(t, c.Server.Fleet().Assign(ctxT(t), spec))
 			require.Eventually(t, func() bool { return c.runCounter("publish1").Load() == 1 }, 5*time.Second, 5*time.Millisecond)
 
-			oldEpoch := c.srv.Epoch()
+			oldEpoch := c.Server.Epoch()
 			c.stopServer()
 			if finishWhileDown {
 				close(gate) // the agent finishes while nobody listens
@@ -305,9 +246,9 @@ func TestServerRestartWhileTaskInFlight(t *testing.T) {
 				c.waitOnline("publish1")
 				close(gate)
 			}
-			require.Greater(t, c.srv.Epoch(), oldEpoch)
+			require.Greater(t, c.Server.Epoch(), oldEpoch)
 
-			res, err := c.srv.Fleet().Await(ctxT(t), spec.ID)
+			res, err := c.Server.Fleet().Await(ctxT(t), spec.ID)
 			require.NoError(t, err)
 			require.NoError(t, res.Err())
 			require.IsType(t, &task.Facts{}, res.Output)
@@ -316,12 +257,12 @@ func TestServerRestartWhileTaskInFlight(t *testing.T) {
 
 			// Assigning the same task again returns the stored result,
 			// it is not run again.
-			res2, err := c.srv.Fleet().Run(ctxT(t), spec)
+			res2, err := c.Server.Fleet().Run(ctxT(t), spec)
 			require.NoError(t, err)
 			require.Equal(t, res.FinishedAt, res2.FinishedAt)
 			require.Equal(t, int32(1), c.runCounter("publish1").Load())
 
-			stored, err := c.srv.Store().Task(spec.ID)
+			stored, err := c.Server.Store().Task(spec.ID)
 			require.NoError(t, err)
 			require.Equal(t, 0, stored.Duplicates, "the result was delivered more than once")
 		})
@@ -352,7 +293,7 @@ func TestAgentRestartAfterFinishBeforeAck(t *testing.T) {
 			a := c.startAgent("author1", dir, tc.hooks(&drop))
 			c.waitOnline("author1")
 			spec := factsSpec(t, "exec-2", "author1")
-			require.NoError(t, c.srv.Fleet().Assign(ctxT(t), spec))
+			require.NoError(t, c.Server.Fleet().Assign(ctxT(t), spec))
 			require.Eventually(t, func() bool {
 				e, err := a.a.Journal().Get(spec.ID)
 				return err == nil && e.State == journal.Finished
@@ -360,7 +301,7 @@ func TestAgentRestartAfterFinishBeforeAck(t *testing.T) {
 			require.NoError(t, a.stop())
 
 			reopened := c.startAgent("author1", dir, session.Hooks{})
-			res, err := c.srv.Fleet().Await(ctxT(t), spec.ID)
+			res, err := c.Server.Fleet().Await(ctxT(t), spec.ID)
 			require.NoError(t, err)
 			require.NoError(t, res.Err())
 			require.Equal(t, int32(1), c.runCounter("author1").Load(), "the agent ran the task again after its restart")
@@ -368,7 +309,7 @@ func TestAgentRestartAfterFinishBeforeAck(t *testing.T) {
 				e, err := reopened.a.Journal().Get(spec.ID)
 				return err == nil && e.State == journal.Acked
 			}, 5*time.Second, 5*time.Millisecond)
-			stored, err := c.srv.Store().Task(spec.ID)
+			stored, err := c.Server.Store().Task(spec.ID)
 			require.NoError(t, err)
 			require.Equal(t, tc.wantDuplicates, stored.Duplicates)
 		})
@@ -382,13 +323,13 @@ func TestStreamCutMidTaskReconnectsAndDelivers(t *testing.T) {
 	a := c.startAgent("dispatcher1", t.TempDir(), session.Hooks{})
 	c.waitOnline("dispatcher1")
 	spec := factsSpec(t, "exec-3", "dispatcher1")
-	require.NoError(t, c.srv.Fleet().Assign(ctxT(t), spec))
+	require.NoError(t, c.Server.Fleet().Assign(ctxT(t), spec))
 	require.Eventually(t, func() bool { return c.runCounter("dispatcher1").Load() == 1 }, 5*time.Second, 5*time.Millisecond)
 
 	sessions := a.a.Client().Sessions()
-	require.True(t, c.srv.Fleet().Disconnect("dispatcher1", "test cut"))
+	require.True(t, c.Server.Fleet().Disconnect("dispatcher1", "test cut"))
 	close(gate)
-	res, err := c.srv.Fleet().Await(ctxT(t), spec.ID)
+	res, err := c.Server.Fleet().Await(ctxT(t), spec.ID)
 	require.NoError(t, err)
 	require.NoError(t, res.Err())
 	require.Greater(t, a.a.Client().Sessions(), sessions, "the agent did not reconnect")
@@ -398,25 +339,22 @@ func TestStreamCutMidTaskReconnectsAndDelivers(t *testing.T) {
 func TestTaskForOfflineHostIsSentWhenItConnects(t *testing.T) {
 	c := newCluster(t)
 	spec := factsSpec(t, "exec-4", "publish1")
-	require.NoError(t, c.srv.Fleet().Assign(ctxT(t), spec))
+	require.NoError(t, c.Server.Fleet().Assign(ctxT(t), spec))
 	c.startAgent("publish1", t.TempDir(), session.Hooks{})
-	res, err := c.srv.Fleet().Await(ctxT(t), spec.ID)
+	res, err := c.Server.Fleet().Await(ctxT(t), spec.ID)
 	require.NoError(t, err)
 	require.NoError(t, res.Err())
 }
 
 func TestAssignToUndeclaredHostFails(t *testing.T) {
 	c := newCluster(t)
-	err := c.srv.Fleet().Assign(ctxT(t), factsSpec(t, "e", "ghost"))
+	err := c.Server.Fleet().Assign(ctxT(t), factsSpec(t, "e", "ghost"))
 	require.ErrorContains(t, err, `host is not declared in the server config: "ghost"`)
 }
 
 func TestHelloClaimingNothingIsRefused(t *testing.T) {
 	c := newCluster(t)
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	defer conn.Close()
-	stream, err := pb.NewAgentServiceClient(conn).Connect(ctxT(t))
+	stream, err := pb.NewAgentServiceClient(c.HostConn("dispatcher1")).Connect(ctxT(t))
 	require.NoError(t, err)
 	require.NoError(t, stream.Send(&pb.AgentMessage{Msg: &pb.AgentMessage_Heartbeat{Heartbeat: &pb.Heartbeat{}}}))
 	_, err = stream.Recv()
@@ -429,6 +367,6 @@ func TestServerRefusesSecondInstanceOnSameDataDir(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
-	_, err = server.New(c.cfg, server.Options{Listener: ln})
-	require.ErrorContains(t, err, "is another deckhand process using "+filepath.Clean(c.cfg.DataDir))
+	_, err = server.New(c.Config, server.Options{Listener: ln})
+	require.ErrorContains(t, err, "is another deckhand process using "+filepath.Clean(c.Config.DataDir))
 }

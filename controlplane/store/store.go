@@ -16,6 +16,18 @@
 //	  <host>\x00<id>     -> ""   index of tasks without a result, per host
 //	agents/
 //	  <host id>          -> Agent (JSON)
+//	join_tokens/
+//	  <sha256 of token>  -> JoinToken (JSON; the token itself is never stored)
+//	admins/
+//	  <name>             -> Admin (JSON: roles)
+//	admin_tokens/
+//	  <sha256 of token>  -> AdminToken (JSON)
+//	certs/
+//	  <host>\x00<serial> -> IssuedCert (JSON), every certificate issued per host
+//	revoked/
+//	  <serial hex>       -> Revocation (JSON)
+//	audit/
+//	  <seq, 20 digits>   -> AuditEntry (JSON), append-only
 //
 // Changes to this schema bump SchemaVersion and add a migration step in
 // migrate; nothing is ever rewritten silently.
@@ -47,10 +59,17 @@ const (
 	bucketTasksOpen = "tasks_open"
 	bucketResults   = "results"
 	bucketAgents    = "agents"
+	bucketJoin      = "join_tokens"
+	bucketAdmins    = "admins"
+	bucketAdminTok  = "admin_tokens"
+	bucketCerts     = "certs"
+	bucketRevoked   = "revoked"
+	bucketAudit     = "audit"
 )
 
 // Buckets lists every bucket of the schema; Open creates them.
-var Buckets = []string{bucketMeta, bucketTasks, bucketTasksOpen, bucketResults, bucketAgents}
+var Buckets = []string{bucketMeta, bucketTasks, bucketTasksOpen, bucketResults, bucketAgents,
+	bucketJoin, bucketAdmins, bucketAdminTok, bucketCerts, bucketRevoked, bucketAudit}
 
 // SchemaVersion is the schema this binary reads and writes.
 const SchemaVersion = 1

@@ -25,6 +25,7 @@ func run() int {
 	level := fs.String("log-level", "", "trace, debug, info, warn or error (overrides the config)")
 	logJSON := fs.Bool("log-json", false, "log JSON lines")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	devInsecure := fs.Bool("dev-insecure", false, "no TLS, no authentication: for local demos only; refused unless listening on loopback")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
@@ -48,7 +49,7 @@ func run() int {
 	log := logging.New(logging.Options{Name: "deckhand-server", Level: lvl, JSON: *logJSON})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, err := server.New(cfg, server.Options{Logger: log})
+	srv, err := server.New(cfg, server.Options{Logger: log, DevInsecure: *devInsecure})
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		return 1

@@ -9,6 +9,7 @@ package deckhandv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -22,6 +23,714 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type CreateJoinTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	HostId        string                 `protobuf:"bytes,1,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	Ttl           *durationpb.Duration   `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJoinTokenRequest) Reset() {
+	*x = CreateJoinTokenRequest{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJoinTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJoinTokenRequest) ProtoMessage() {}
+
+func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CreateJoinTokenRequest) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
+}
+
+func (x *CreateJoinTokenRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+type CreateJoinTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	CaFingerprint string                 `protobuf:"bytes,3,opt,name=ca_fingerprint,json=caFingerprint,proto3" json:"ca_fingerprint,omitempty"`
+	Server        string                 `protobuf:"bytes,4,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJoinTokenResponse) Reset() {
+	*x = CreateJoinTokenResponse{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJoinTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJoinTokenResponse) ProtoMessage() {}
+
+func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CreateJoinTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateJoinTokenResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *CreateJoinTokenResponse) GetCaFingerprint() string {
+	if x != nil {
+		return x.CaFingerprint
+	}
+	return ""
+}
+
+func (x *CreateJoinTokenResponse) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+type RevokeAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	HostId        string                 `protobuf:"bytes,1,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAgentRequest) Reset() {
+	*x = RevokeAgentRequest{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAgentRequest) ProtoMessage() {}
+
+func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
+func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RevokeAgentRequest) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
+}
+
+func (x *RevokeAgentRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokeAgentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WasConnected  bool                   `protobuf:"varint,1,opt,name=was_connected,json=wasConnected,proto3" json:"was_connected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAgentResponse) Reset() {
+	*x = RevokeAgentResponse{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAgentResponse) ProtoMessage() {}
+
+func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
+func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RevokeAgentResponse) GetWasConnected() bool {
+	if x != nil {
+		return x.WasConnected
+	}
+	return false
+}
+
+type ListAuditRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
+	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditRequest) Reset() {
+	*x = ListAuditRequest{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditRequest) ProtoMessage() {}
+
+func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditRequest) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListAuditRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type AuditEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	Who           string                 `protobuf:"bytes,3,opt,name=who,proto3" json:"who,omitempty"`
+	Action        string                 `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	Target        string                 `protobuf:"bytes,5,opt,name=target,proto3" json:"target,omitempty"`
+	Result        string                 `protobuf:"bytes,6,opt,name=result,proto3" json:"result,omitempty"`
+	Detail        string                 `protobuf:"bytes,7,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEntry) Reset() {
+	*x = AuditEntry{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEntry) ProtoMessage() {}
+
+func (x *AuditEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
+func (*AuditEntry) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AuditEntry) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AuditEntry) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetWho() string {
+	if x != nil {
+		return x.Who
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+type ListAuditResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditResponse) Reset() {
+	*x = ListAuditResponse{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditResponse) ProtoMessage() {}
+
+func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditResponse) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListAuditResponse) GetEntries() []*AuditEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type CreateAdminRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Roles         []string               `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAdminRequest) Reset() {
+	*x = CreateAdminRequest{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAdminRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAdminRequest) ProtoMessage() {}
+
+func (x *CreateAdminRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAdminRequest.ProtoReflect.Descriptor instead.
+func (*CreateAdminRequest) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CreateAdminRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateAdminRequest) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+type CreateAdminResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAdminResponse) Reset() {
+	*x = CreateAdminResponse{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAdminResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAdminResponse) ProtoMessage() {}
+
+func (x *CreateAdminResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAdminResponse.ProtoReflect.Descriptor instead.
+func (*CreateAdminResponse) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CreateAdminResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+type IssueAdminCertRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Csr           []byte                 `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	Lifetime      *durationpb.Duration   `protobuf:"bytes,3,opt,name=lifetime,proto3" json:"lifetime,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueAdminCertRequest) Reset() {
+	*x = IssueAdminCertRequest{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueAdminCertRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueAdminCertRequest) ProtoMessage() {}
+
+func (x *IssueAdminCertRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueAdminCertRequest.ProtoReflect.Descriptor instead.
+func (*IssueAdminCertRequest) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *IssueAdminCertRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IssueAdminCertRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+func (x *IssueAdminCertRequest) GetLifetime() *durationpb.Duration {
+	if x != nil {
+		return x.Lifetime
+	}
+	return nil
+}
+
+type IssueAdminCertResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificate   []byte                 `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	Ca            []byte                 `protobuf:"bytes,2,opt,name=ca,proto3" json:"ca,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueAdminCertResponse) Reset() {
+	*x = IssueAdminCertResponse{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueAdminCertResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueAdminCertResponse) ProtoMessage() {}
+
+func (x *IssueAdminCertResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueAdminCertResponse.ProtoReflect.Descriptor instead.
+func (*IssueAdminCertResponse) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *IssueAdminCertResponse) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *IssueAdminCertResponse) GetCa() []byte {
+	if x != nil {
+		return x.Ca
+	}
+	return nil
+}
+
+type WhoAmIRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIRequest) Reset() {
+	*x = WhoAmIRequest{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIRequest) ProtoMessage() {}
+
+func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
+func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+type WhoAmIResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Principal     string                 `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	Roles         []string               `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
+	Method        string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIResponse) Reset() {
+	*x = WhoAmIResponse{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIResponse) ProtoMessage() {}
+
+func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
+func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *WhoAmIResponse) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *WhoAmIResponse) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *WhoAmIResponse) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
 type ListAgentsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Environment   string                 `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
@@ -31,7 +740,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[0]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -43,7 +752,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[0]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -56,7 +765,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListAgentsRequest) GetEnvironment() string {
@@ -87,7 +796,7 @@ type AgentInfo struct {
 
 func (x *AgentInfo) Reset() {
 	*x = AgentInfo{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[1]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -99,7 +808,7 @@ func (x *AgentInfo) String() string {
 func (*AgentInfo) ProtoMessage() {}
 
 func (x *AgentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[1]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -112,7 +821,7 @@ func (x *AgentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
 func (*AgentInfo) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AgentInfo) GetHostId() string {
@@ -201,7 +910,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[2]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -213,7 +922,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[2]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -226,7 +935,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*AgentInfo {
@@ -245,7 +954,7 @@ type GetHostFactsRequest struct {
 
 func (x *GetHostFactsRequest) Reset() {
 	*x = GetHostFactsRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[3]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -257,7 +966,7 @@ func (x *GetHostFactsRequest) String() string {
 func (*GetHostFactsRequest) ProtoMessage() {}
 
 func (x *GetHostFactsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[3]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -270,7 +979,7 @@ func (x *GetHostFactsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostFactsRequest.ProtoReflect.Descriptor instead.
 func (*GetHostFactsRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetHostFactsRequest) GetHostId() string {
@@ -290,7 +999,7 @@ type GetHostFactsResponse struct {
 
 func (x *GetHostFactsResponse) Reset() {
 	*x = GetHostFactsResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[4]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -302,7 +1011,7 @@ func (x *GetHostFactsResponse) String() string {
 func (*GetHostFactsResponse) ProtoMessage() {}
 
 func (x *GetHostFactsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[4]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -315,7 +1024,7 @@ func (x *GetHostFactsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostFactsResponse.ProtoReflect.Descriptor instead.
 func (*GetHostFactsResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetHostFactsResponse) GetTaskId() string {
@@ -336,7 +1045,52 @@ var File_deckhand_v1_admin_proto protoreflect.FileDescriptor
 
 const file_deckhand_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x17deckhand/v1/admin.proto\x12\vdeckhand.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17deckhand/v1/agent.proto\"5\n" +
+	"\x17deckhand/v1/admin.proto\x12\vdeckhand.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x17deckhand/v1/agent.proto\"^\n" +
+	"\x16CreateJoinTokenRequest\x12\x17\n" +
+	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12+\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\xa9\x01\n" +
+	"\x17CreateJoinTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12%\n" +
+	"\x0eca_fingerprint\x18\x03 \x01(\tR\rcaFingerprint\x12\x16\n" +
+	"\x06server\x18\x04 \x01(\tR\x06server\"E\n" +
+	"\x12RevokeAgentRequest\x12\x17\n" +
+	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\":\n" +
+	"\x13RevokeAgentResponse\x12#\n" +
+	"\rwas_connected\x18\x01 \x01(\bR\fwasConnected\"Z\n" +
+	"\x10ListAuditRequest\x120\n" +
+	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"\xbc\x01\n" +
+	"\n" +
+	"AuditEntry\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x10\n" +
+	"\x03who\x18\x03 \x01(\tR\x03who\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\x12\x16\n" +
+	"\x06target\x18\x05 \x01(\tR\x06target\x12\x16\n" +
+	"\x06result\x18\x06 \x01(\tR\x06result\x12\x16\n" +
+	"\x06detail\x18\a \x01(\tR\x06detail\"F\n" +
+	"\x11ListAuditResponse\x121\n" +
+	"\aentries\x18\x01 \x03(\v2\x17.deckhand.v1.AuditEntryR\aentries\">\n" +
+	"\x12CreateAdminRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05roles\x18\x02 \x03(\tR\x05roles\"+\n" +
+	"\x13CreateAdminResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"t\n" +
+	"\x15IssueAdminCertRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\x125\n" +
+	"\blifetime\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\blifetime\"J\n" +
+	"\x16IssueAdminCertResponse\x12 \n" +
+	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12\x0e\n" +
+	"\x02ca\x18\x02 \x01(\fR\x02ca\"\x0f\n" +
+	"\rWhoAmIRequest\"\\\n" +
+	"\x0eWhoAmIResponse\x12\x1c\n" +
+	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12\x14\n" +
+	"\x05roles\x18\x02 \x03(\tR\x05roles\x12\x16\n" +
+	"\x06method\x18\x03 \x01(\tR\x06method\"5\n" +
 	"\x11ListAgentsRequest\x12 \n" +
 	"\venvironment\x18\x01 \x01(\tR\venvironment\"\xfd\x02\n" +
 	"\tAgentInfo\x12\x17\n" +
@@ -358,11 +1112,17 @@ const file_deckhand_v1_admin_proto_rawDesc = "" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\"]\n" +
 	"\x14GetHostFactsResponse\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12,\n" +
-	"\x05facts\x18\x02 \x01(\v2\x16.deckhand.v1.HostFactsR\x05facts2\xb2\x01\n" +
+	"\x05facts\x18\x02 \x01(\v2\x16.deckhand.v1.HostFactsR\x05facts2\x9e\x05\n" +
 	"\fAdminService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.deckhand.v1.ListAgentsRequest\x1a\x1f.deckhand.v1.ListAgentsResponse\x12S\n" +
-	"\fGetHostFacts\x12 .deckhand.v1.GetHostFactsRequest\x1a!.deckhand.v1.GetHostFactsResponseB?Z=github.com/deckhand-dev/deckhand/proto/deckhand/v1;deckhandv1b\x06proto3"
+	"\fGetHostFacts\x12 .deckhand.v1.GetHostFactsRequest\x1a!.deckhand.v1.GetHostFactsResponse\x12\\\n" +
+	"\x0fCreateJoinToken\x12#.deckhand.v1.CreateJoinTokenRequest\x1a$.deckhand.v1.CreateJoinTokenResponse\x12P\n" +
+	"\vRevokeAgent\x12\x1f.deckhand.v1.RevokeAgentRequest\x1a .deckhand.v1.RevokeAgentResponse\x12J\n" +
+	"\tListAudit\x12\x1d.deckhand.v1.ListAuditRequest\x1a\x1e.deckhand.v1.ListAuditResponse\x12P\n" +
+	"\vCreateAdmin\x12\x1f.deckhand.v1.CreateAdminRequest\x1a .deckhand.v1.CreateAdminResponse\x12Y\n" +
+	"\x0eIssueAdminCert\x12\".deckhand.v1.IssueAdminCertRequest\x1a#.deckhand.v1.IssueAdminCertResponse\x12A\n" +
+	"\x06WhoAmI\x12\x1a.deckhand.v1.WhoAmIRequest\x1a\x1b.deckhand.v1.WhoAmIResponseB?Z=github.com/deckhand-dev/deckhand/proto/deckhand/v1;deckhandv1b\x06proto3"
 
 var (
 	file_deckhand_v1_admin_proto_rawDescOnce sync.Once
@@ -376,30 +1136,62 @@ func file_deckhand_v1_admin_proto_rawDescGZIP() []byte {
 	return file_deckhand_v1_admin_proto_rawDescData
 }
 
-var file_deckhand_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_deckhand_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_deckhand_v1_admin_proto_goTypes = []any{
-	(*ListAgentsRequest)(nil),     // 0: deckhand.v1.ListAgentsRequest
-	(*AgentInfo)(nil),             // 1: deckhand.v1.AgentInfo
-	(*ListAgentsResponse)(nil),    // 2: deckhand.v1.ListAgentsResponse
-	(*GetHostFactsRequest)(nil),   // 3: deckhand.v1.GetHostFactsRequest
-	(*GetHostFactsResponse)(nil),  // 4: deckhand.v1.GetHostFactsResponse
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
-	(*HostFacts)(nil),             // 6: deckhand.v1.HostFacts
+	(*CreateJoinTokenRequest)(nil),  // 0: deckhand.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil), // 1: deckhand.v1.CreateJoinTokenResponse
+	(*RevokeAgentRequest)(nil),      // 2: deckhand.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),     // 3: deckhand.v1.RevokeAgentResponse
+	(*ListAuditRequest)(nil),        // 4: deckhand.v1.ListAuditRequest
+	(*AuditEntry)(nil),              // 5: deckhand.v1.AuditEntry
+	(*ListAuditResponse)(nil),       // 6: deckhand.v1.ListAuditResponse
+	(*CreateAdminRequest)(nil),      // 7: deckhand.v1.CreateAdminRequest
+	(*CreateAdminResponse)(nil),     // 8: deckhand.v1.CreateAdminResponse
+	(*IssueAdminCertRequest)(nil),   // 9: deckhand.v1.IssueAdminCertRequest
+	(*IssueAdminCertResponse)(nil),  // 10: deckhand.v1.IssueAdminCertResponse
+	(*WhoAmIRequest)(nil),           // 11: deckhand.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),          // 12: deckhand.v1.WhoAmIResponse
+	(*ListAgentsRequest)(nil),       // 13: deckhand.v1.ListAgentsRequest
+	(*AgentInfo)(nil),               // 14: deckhand.v1.AgentInfo
+	(*ListAgentsResponse)(nil),      // 15: deckhand.v1.ListAgentsResponse
+	(*GetHostFactsRequest)(nil),     // 16: deckhand.v1.GetHostFactsRequest
+	(*GetHostFactsResponse)(nil),    // 17: deckhand.v1.GetHostFactsResponse
+	(*durationpb.Duration)(nil),     // 18: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 19: google.protobuf.Timestamp
+	(*HostFacts)(nil),               // 20: deckhand.v1.HostFacts
 }
 var file_deckhand_v1_admin_proto_depIdxs = []int32{
-	5, // 0: deckhand.v1.AgentInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
-	5, // 1: deckhand.v1.AgentInfo.connected_at:type_name -> google.protobuf.Timestamp
-	1, // 2: deckhand.v1.ListAgentsResponse.agents:type_name -> deckhand.v1.AgentInfo
-	6, // 3: deckhand.v1.GetHostFactsResponse.facts:type_name -> deckhand.v1.HostFacts
-	0, // 4: deckhand.v1.AdminService.ListAgents:input_type -> deckhand.v1.ListAgentsRequest
-	3, // 5: deckhand.v1.AdminService.GetHostFacts:input_type -> deckhand.v1.GetHostFactsRequest
-	2, // 6: deckhand.v1.AdminService.ListAgents:output_type -> deckhand.v1.ListAgentsResponse
-	4, // 7: deckhand.v1.AdminService.GetHostFacts:output_type -> deckhand.v1.GetHostFactsResponse
-	6, // [6:8] is the sub-list for method output_type
-	4, // [4:6] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	18, // 0: deckhand.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	19, // 1: deckhand.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	19, // 2: deckhand.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	19, // 3: deckhand.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	5,  // 4: deckhand.v1.ListAuditResponse.entries:type_name -> deckhand.v1.AuditEntry
+	18, // 5: deckhand.v1.IssueAdminCertRequest.lifetime:type_name -> google.protobuf.Duration
+	19, // 6: deckhand.v1.AgentInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
+	19, // 7: deckhand.v1.AgentInfo.connected_at:type_name -> google.protobuf.Timestamp
+	14, // 8: deckhand.v1.ListAgentsResponse.agents:type_name -> deckhand.v1.AgentInfo
+	20, // 9: deckhand.v1.GetHostFactsResponse.facts:type_name -> deckhand.v1.HostFacts
+	13, // 10: deckhand.v1.AdminService.ListAgents:input_type -> deckhand.v1.ListAgentsRequest
+	16, // 11: deckhand.v1.AdminService.GetHostFacts:input_type -> deckhand.v1.GetHostFactsRequest
+	0,  // 12: deckhand.v1.AdminService.CreateJoinToken:input_type -> deckhand.v1.CreateJoinTokenRequest
+	2,  // 13: deckhand.v1.AdminService.RevokeAgent:input_type -> deckhand.v1.RevokeAgentRequest
+	4,  // 14: deckhand.v1.AdminService.ListAudit:input_type -> deckhand.v1.ListAuditRequest
+	7,  // 15: deckhand.v1.AdminService.CreateAdmin:input_type -> deckhand.v1.CreateAdminRequest
+	9,  // 16: deckhand.v1.AdminService.IssueAdminCert:input_type -> deckhand.v1.IssueAdminCertRequest
+	11, // 17: deckhand.v1.AdminService.WhoAmI:input_type -> deckhand.v1.WhoAmIRequest
+	15, // 18: deckhand.v1.AdminService.ListAgents:output_type -> deckhand.v1.ListAgentsResponse
+	17, // 19: deckhand.v1.AdminService.GetHostFacts:output_type -> deckhand.v1.GetHostFactsResponse
+	1,  // 20: deckhand.v1.AdminService.CreateJoinToken:output_type -> deckhand.v1.CreateJoinTokenResponse
+	3,  // 21: deckhand.v1.AdminService.RevokeAgent:output_type -> deckhand.v1.RevokeAgentResponse
+	6,  // 22: deckhand.v1.AdminService.ListAudit:output_type -> deckhand.v1.ListAuditResponse
+	8,  // 23: deckhand.v1.AdminService.CreateAdmin:output_type -> deckhand.v1.CreateAdminResponse
+	10, // 24: deckhand.v1.AdminService.IssueAdminCert:output_type -> deckhand.v1.IssueAdminCertResponse
+	12, // 25: deckhand.v1.AdminService.WhoAmI:output_type -> deckhand.v1.WhoAmIResponse
+	18, // [18:26] is the sub-list for method output_type
+	10, // [10:18] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_deckhand_v1_admin_proto_init() }
@@ -414,7 +1206,7 @@ func file_deckhand_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_deckhand_v1_admin_proto_rawDesc), len(file_deckhand_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -136,6 +136,121 @@ func (TaskStatus) EnumDescriptor() ([]byte, []int) {
 	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
+type EnrollRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	HostId string                 `protobuf:"bytes,1,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	Token  string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	// csr is a DER certificate request signed by the key the agent generated;
+	// the key never leaves the host.
+	Csr           []byte `protobuf:"bytes,3,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollRequest) Reset() {
+	*x = EnrollRequest{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollRequest) ProtoMessage() {}
+
+func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
+func (*EnrollRequest) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *EnrollRequest) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
+}
+
+func (x *EnrollRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *EnrollRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type EnrollResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// certificate is the DER host certificate; ca is the DER CA certificate.
+	Certificate   []byte `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	Ca            []byte `protobuf:"bytes,2,opt,name=ca,proto3" json:"ca,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollResponse) Reset() {
+	*x = EnrollResponse{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollResponse) ProtoMessage() {}
+
+func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
+func (*EnrollResponse) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EnrollResponse) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *EnrollResponse) GetCa() []byte {
+	if x != nil {
+		return x.Ca
+	}
+	return nil
+}
+
 // AgentMessage is everything the agent sends on Connect.
 type AgentMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -145,6 +260,7 @@ type AgentMessage struct {
 	//	*AgentMessage_Heartbeat
 	//	*AgentMessage_Progress
 	//	*AgentMessage_Result
+	//	*AgentMessage_Renew
 	Msg           isAgentMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -152,7 +268,7 @@ type AgentMessage struct {
 
 func (x *AgentMessage) Reset() {
 	*x = AgentMessage{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[0]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -164,7 +280,7 @@ func (x *AgentMessage) String() string {
 func (*AgentMessage) ProtoMessage() {}
 
 func (x *AgentMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[0]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -177,7 +293,7 @@ func (x *AgentMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentMessage.ProtoReflect.Descriptor instead.
 func (*AgentMessage) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AgentMessage) GetMsg() isAgentMessage_Msg {
@@ -223,6 +339,15 @@ func (x *AgentMessage) GetResult() *TaskResult {
 	return nil
 }
 
+func (x *AgentMessage) GetRenew() *RenewRequest {
+	if x != nil {
+		if x, ok := x.Msg.(*AgentMessage_Renew); ok {
+			return x.Renew
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Msg interface {
 	isAgentMessage_Msg()
 }
@@ -243,6 +368,10 @@ type AgentMessage_Result struct {
 	Result *TaskResult `protobuf:"bytes,4,opt,name=result,proto3,oneof"`
 }
 
+type AgentMessage_Renew struct {
+	Renew *RenewRequest `protobuf:"bytes,5,opt,name=renew,proto3,oneof"`
+}
+
 func (*AgentMessage_Hello) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Heartbeat) isAgentMessage_Msg() {}
@@ -250,6 +379,8 @@ func (*AgentMessage_Heartbeat) isAgentMessage_Msg() {}
 func (*AgentMessage_Progress) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Result) isAgentMessage_Msg() {}
+
+func (*AgentMessage_Renew) isAgentMessage_Msg() {}
 
 // ServerMessage is everything the server sends on Connect.
 type ServerMessage struct {
@@ -260,6 +391,7 @@ type ServerMessage struct {
 	//	*ServerMessage_Assign
 	//	*ServerMessage_Cancel
 	//	*ServerMessage_Ack
+	//	*ServerMessage_Renewed
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -267,7 +399,7 @@ type ServerMessage struct {
 
 func (x *ServerMessage) Reset() {
 	*x = ServerMessage{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[1]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -279,7 +411,7 @@ func (x *ServerMessage) String() string {
 func (*ServerMessage) ProtoMessage() {}
 
 func (x *ServerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[1]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -292,7 +424,7 @@ func (x *ServerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerMessage.ProtoReflect.Descriptor instead.
 func (*ServerMessage) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ServerMessage) GetMsg() isServerMessage_Msg {
@@ -338,6 +470,15 @@ func (x *ServerMessage) GetAck() *AckResult {
 	return nil
 }
 
+func (x *ServerMessage) GetRenewed() *RenewResponse {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_Renewed); ok {
+			return x.Renewed
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -358,6 +499,10 @@ type ServerMessage_Ack struct {
 	Ack *AckResult `protobuf:"bytes,4,opt,name=ack,proto3,oneof"`
 }
 
+type ServerMessage_Renewed struct {
+	Renewed *RenewResponse `protobuf:"bytes,5,opt,name=renewed,proto3,oneof"`
+}
+
 func (*ServerMessage_Welcome) isServerMessage_Msg() {}
 
 func (*ServerMessage_Assign) isServerMessage_Msg() {}
@@ -365,6 +510,107 @@ func (*ServerMessage_Assign) isServerMessage_Msg() {}
 func (*ServerMessage_Cancel) isServerMessage_Msg() {}
 
 func (*ServerMessage_Ack) isServerMessage_Msg() {}
+
+func (*ServerMessage_Renewed) isServerMessage_Msg() {}
+
+// RenewRequest asks for a fresh certificate for this session's host before
+// the current one expires; the identity comes from the session, never from
+// the request.
+type RenewRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Csr           []byte                 `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewRequest) Reset() {
+	*x = RenewRequest{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewRequest) ProtoMessage() {}
+
+func (x *RenewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
+func (*RenewRequest) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RenewRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type RenewResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificate   []byte                 `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewResponse) Reset() {
+	*x = RenewResponse{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewResponse) ProtoMessage() {}
+
+func (x *RenewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
+func (*RenewResponse) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RenewResponse) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *RenewResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
 
 // Hello opens a session. host_id is a claim only: once mTLS is on, the
 // server takes the identity from the verified certificate and refuses a
@@ -386,7 +632,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[2]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -398,7 +644,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[2]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -411,7 +657,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Hello) GetHostId() string {
@@ -459,7 +705,7 @@ type HeldTask struct {
 
 func (x *HeldTask) Reset() {
 	*x = HeldTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[3]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -471,7 +717,7 @@ func (x *HeldTask) String() string {
 func (*HeldTask) ProtoMessage() {}
 
 func (x *HeldTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[3]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -484,7 +730,7 @@ func (x *HeldTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeldTask.ProtoReflect.Descriptor instead.
 func (*HeldTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HeldTask) GetTaskId() string {
@@ -517,7 +763,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[4]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +775,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[4]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +788,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Welcome) GetHeartbeatInterval() *durationpb.Duration {
@@ -584,7 +830,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[5]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +842,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[5]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +855,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
@@ -638,7 +884,7 @@ type Assign struct {
 
 func (x *Assign) Reset() {
 	*x = Assign{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[6]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -650,7 +896,7 @@ func (x *Assign) String() string {
 func (*Assign) ProtoMessage() {}
 
 func (x *Assign) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[6]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -663,7 +909,7 @@ func (x *Assign) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assign.ProtoReflect.Descriptor instead.
 func (*Assign) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Assign) GetTask() *Task {
@@ -690,7 +936,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[7]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +948,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[7]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +961,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Cancel) GetTaskId() string {
@@ -741,7 +987,7 @@ type AckResult struct {
 
 func (x *AckResult) Reset() {
 	*x = AckResult{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[8]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +999,7 @@ func (x *AckResult) String() string {
 func (*AckResult) ProtoMessage() {}
 
 func (x *AckResult) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[8]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +1012,7 @@ func (x *AckResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckResult.ProtoReflect.Descriptor instead.
 func (*AckResult) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AckResult) GetTaskId() string {
@@ -806,7 +1052,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[9]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +1064,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[9]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +1077,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Task) GetId() string {
@@ -1005,7 +1251,7 @@ type ArtifactRef struct {
 
 func (x *ArtifactRef) Reset() {
 	*x = ArtifactRef{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[10]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1263,7 @@ func (x *ArtifactRef) String() string {
 func (*ArtifactRef) ProtoMessage() {}
 
 func (x *ArtifactRef) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[10]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1276,7 @@ func (x *ArtifactRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactRef.ProtoReflect.Descriptor instead.
 func (*ArtifactRef) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ArtifactRef) GetSha256() string {
@@ -1065,7 +1311,7 @@ type DispatcherDeployTask struct {
 
 func (x *DispatcherDeployTask) Reset() {
 	*x = DispatcherDeployTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[11]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1323,7 @@ func (x *DispatcherDeployTask) String() string {
 func (*DispatcherDeployTask) ProtoMessage() {}
 
 func (x *DispatcherDeployTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[11]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1336,7 @@ func (x *DispatcherDeployTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatcherDeployTask.ProtoReflect.Descriptor instead.
 func (*DispatcherDeployTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DispatcherDeployTask) GetArtifact() *ArtifactRef {
@@ -1111,7 +1357,7 @@ type DispatcherRestoreTask struct {
 
 func (x *DispatcherRestoreTask) Reset() {
 	*x = DispatcherRestoreTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[12]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1369,7 @@ func (x *DispatcherRestoreTask) String() string {
 func (*DispatcherRestoreTask) ProtoMessage() {}
 
 func (x *DispatcherRestoreTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[12]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1382,7 @@ func (x *DispatcherRestoreTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatcherRestoreTask.ProtoReflect.Descriptor instead.
 func (*DispatcherRestoreTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DispatcherRestoreTask) GetBackupId() string {
@@ -1158,7 +1404,7 @@ type CacheFlushTask struct {
 
 func (x *CacheFlushTask) Reset() {
 	*x = CacheFlushTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[13]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1416,7 @@ func (x *CacheFlushTask) String() string {
 func (*CacheFlushTask) ProtoMessage() {}
 
 func (x *CacheFlushTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[13]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1429,7 @@ func (x *CacheFlushTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheFlushTask.ProtoReflect.Descriptor instead.
 func (*CacheFlushTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CacheFlushTask) GetInvalidatePaths() []string {
@@ -1211,7 +1457,7 @@ type PackageInstallTask struct {
 
 func (x *PackageInstallTask) Reset() {
 	*x = PackageInstallTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[14]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1469,7 @@ func (x *PackageInstallTask) String() string {
 func (*PackageInstallTask) ProtoMessage() {}
 
 func (x *PackageInstallTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[14]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1482,7 @@ func (x *PackageInstallTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageInstallTask.ProtoReflect.Descriptor instead.
 func (*PackageInstallTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PackageInstallTask) GetPackages() []*ArtifactRef {
@@ -1254,7 +1500,7 @@ type LoadBalancerDetachTask struct {
 
 func (x *LoadBalancerDetachTask) Reset() {
 	*x = LoadBalancerDetachTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[15]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1512,7 @@ func (x *LoadBalancerDetachTask) String() string {
 func (*LoadBalancerDetachTask) ProtoMessage() {}
 
 func (x *LoadBalancerDetachTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[15]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1525,7 @@ func (x *LoadBalancerDetachTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerDetachTask.ProtoReflect.Descriptor instead.
 func (*LoadBalancerDetachTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 type LoadBalancerAttachTask struct {
@@ -1290,7 +1536,7 @@ type LoadBalancerAttachTask struct {
 
 func (x *LoadBalancerAttachTask) Reset() {
 	*x = LoadBalancerAttachTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[16]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1548,7 @@ func (x *LoadBalancerAttachTask) String() string {
 func (*LoadBalancerAttachTask) ProtoMessage() {}
 
 func (x *LoadBalancerAttachTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[16]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1561,7 @@ func (x *LoadBalancerAttachTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerAttachTask.ProtoReflect.Descriptor instead.
 func (*LoadBalancerAttachTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 // HostFactsTask asks the agent to describe its host.
@@ -1327,7 +1573,7 @@ type HostFactsTask struct {
 
 func (x *HostFactsTask) Reset() {
 	*x = HostFactsTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[17]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1585,7 @@ func (x *HostFactsTask) String() string {
 func (*HostFactsTask) ProtoMessage() {}
 
 func (x *HostFactsTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[17]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1598,7 @@ func (x *HostFactsTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostFactsTask.ProtoReflect.Descriptor instead.
 func (*HostFactsTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 type HostFacts struct {
@@ -1375,7 +1621,7 @@ type HostFacts struct {
 
 func (x *HostFacts) Reset() {
 	*x = HostFacts{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[18]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1633,7 @@ func (x *HostFacts) String() string {
 func (*HostFacts) ProtoMessage() {}
 
 func (x *HostFacts) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[18]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1646,7 @@ func (x *HostFacts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostFacts.ProtoReflect.Descriptor instead.
 func (*HostFacts) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HostFacts) GetHostname() string {
@@ -1487,7 +1733,7 @@ type TaskProgress struct {
 
 func (x *TaskProgress) Reset() {
 	*x = TaskProgress{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[19]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1499,7 +1745,7 @@ func (x *TaskProgress) String() string {
 func (*TaskProgress) ProtoMessage() {}
 
 func (x *TaskProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[19]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1512,7 +1758,7 @@ func (x *TaskProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskProgress.ProtoReflect.Descriptor instead.
 func (*TaskProgress) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TaskProgress) GetTaskId() string {
@@ -1567,7 +1813,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[20]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1825,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[20]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1838,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -1745,7 +1991,7 @@ type DispatcherOutput struct {
 
 func (x *DispatcherOutput) Reset() {
 	*x = DispatcherOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[21]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +2003,7 @@ func (x *DispatcherOutput) String() string {
 func (*DispatcherOutput) ProtoMessage() {}
 
 func (x *DispatcherOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[21]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +2016,7 @@ func (x *DispatcherOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatcherOutput.ProtoReflect.Descriptor instead.
 func (*DispatcherOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DispatcherOutput) GetBackupId() string {
@@ -1828,7 +2074,7 @@ type FlushedPath struct {
 
 func (x *FlushedPath) Reset() {
 	*x = FlushedPath{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[22]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +2086,7 @@ func (x *FlushedPath) String() string {
 func (*FlushedPath) ProtoMessage() {}
 
 func (x *FlushedPath) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[22]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +2099,7 @@ func (x *FlushedPath) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlushedPath.ProtoReflect.Descriptor instead.
 func (*FlushedPath) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *FlushedPath) GetPath() string {
@@ -1893,7 +2139,7 @@ type CacheFlushOutput struct {
 
 func (x *CacheFlushOutput) Reset() {
 	*x = CacheFlushOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[23]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +2151,7 @@ func (x *CacheFlushOutput) String() string {
 func (*CacheFlushOutput) ProtoMessage() {}
 
 func (x *CacheFlushOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[23]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2164,7 @@ func (x *CacheFlushOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheFlushOutput.ProtoReflect.Descriptor instead.
 func (*CacheFlushOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CacheFlushOutput) GetPaths() []*FlushedPath {
@@ -1943,7 +2189,7 @@ type PackageOutcome struct {
 
 func (x *PackageOutcome) Reset() {
 	*x = PackageOutcome{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1955,7 +2201,7 @@ func (x *PackageOutcome) String() string {
 func (*PackageOutcome) ProtoMessage() {}
 
 func (x *PackageOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1968,7 +2214,7 @@ func (x *PackageOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageOutcome.ProtoReflect.Descriptor instead.
 func (*PackageOutcome) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PackageOutcome) GetId() string {
@@ -2015,7 +2261,7 @@ type PackageInstallOutput struct {
 
 func (x *PackageInstallOutput) Reset() {
 	*x = PackageInstallOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2027,7 +2273,7 @@ func (x *PackageInstallOutput) String() string {
 func (*PackageInstallOutput) ProtoMessage() {}
 
 func (x *PackageInstallOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2040,7 +2286,7 @@ func (x *PackageInstallOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageInstallOutput.ProtoReflect.Descriptor instead.
 func (*PackageInstallOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PackageInstallOutput) GetPackages() []*PackageOutcome {
@@ -2064,7 +2310,7 @@ type LoadBalancerOutput struct {
 
 func (x *LoadBalancerOutput) Reset() {
 	*x = LoadBalancerOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2076,7 +2322,7 @@ func (x *LoadBalancerOutput) String() string {
 func (*LoadBalancerOutput) ProtoMessage() {}
 
 func (x *LoadBalancerOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2089,7 +2335,7 @@ func (x *LoadBalancerOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerOutput.ProtoReflect.Descriptor instead.
 func (*LoadBalancerOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *LoadBalancerOutput) GetState() string {
@@ -2138,7 +2384,7 @@ type FetchArtifactRequest struct {
 
 func (x *FetchArtifactRequest) Reset() {
 	*x = FetchArtifactRequest{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2150,7 +2396,7 @@ func (x *FetchArtifactRequest) String() string {
 func (*FetchArtifactRequest) ProtoMessage() {}
 
 func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2163,7 +2409,7 @@ func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactRequest.ProtoReflect.Descriptor instead.
 func (*FetchArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *FetchArtifactRequest) GetSha256() string {
@@ -2191,7 +2437,7 @@ type ArtifactChunk struct {
 
 func (x *ArtifactChunk) Reset() {
 	*x = ArtifactChunk{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2203,7 +2449,7 @@ func (x *ArtifactChunk) String() string {
 func (*ArtifactChunk) ProtoMessage() {}
 
 func (x *ArtifactChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2216,7 +2462,7 @@ func (x *ArtifactChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactChunk.ProtoReflect.Descriptor instead.
 func (*ArtifactChunk) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ArtifactChunk) GetData() []byte {
@@ -2237,19 +2483,33 @@ var File_deckhand_v1_agent_proto protoreflect.FileDescriptor
 
 const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x17deckhand/v1/agent.proto\x12\vdeckhand.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\"\xe5\x01\n" +
+	"\x17deckhand/v1/agent.proto\x12\vdeckhand.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\"P\n" +
+	"\rEnrollRequest\x12\x17\n" +
+	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12\x10\n" +
+	"\x03csr\x18\x03 \x01(\fR\x03csr\"B\n" +
+	"\x0eEnrollResponse\x12 \n" +
+	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12\x0e\n" +
+	"\x02ca\x18\x02 \x01(\fR\x02ca\"\x98\x02\n" +
 	"\fAgentMessage\x12*\n" +
 	"\x05hello\x18\x01 \x01(\v2\x12.deckhand.v1.HelloH\x00R\x05hello\x126\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x16.deckhand.v1.HeartbeatH\x00R\theartbeat\x127\n" +
 	"\bprogress\x18\x03 \x01(\v2\x19.deckhand.v1.TaskProgressH\x00R\bprogress\x121\n" +
-	"\x06result\x18\x04 \x01(\v2\x17.deckhand.v1.TaskResultH\x00R\x06resultB\x05\n" +
-	"\x03msg\"\xd2\x01\n" +
+	"\x06result\x18\x04 \x01(\v2\x17.deckhand.v1.TaskResultH\x00R\x06result\x121\n" +
+	"\x05renew\x18\x05 \x01(\v2\x19.deckhand.v1.RenewRequestH\x00R\x05renewB\x05\n" +
+	"\x03msg\"\x8a\x02\n" +
 	"\rServerMessage\x120\n" +
 	"\awelcome\x18\x01 \x01(\v2\x14.deckhand.v1.WelcomeH\x00R\awelcome\x12-\n" +
 	"\x06assign\x18\x02 \x01(\v2\x13.deckhand.v1.AssignH\x00R\x06assign\x12-\n" +
 	"\x06cancel\x18\x03 \x01(\v2\x13.deckhand.v1.CancelH\x00R\x06cancel\x12*\n" +
-	"\x03ack\x18\x04 \x01(\v2\x16.deckhand.v1.AckResultH\x00R\x03ackB\x05\n" +
-	"\x03msg\"\xa2\x01\n" +
+	"\x03ack\x18\x04 \x01(\v2\x16.deckhand.v1.AckResultH\x00R\x03ack\x126\n" +
+	"\arenewed\x18\x05 \x01(\v2\x1a.deckhand.v1.RenewResponseH\x00R\arenewedB\x05\n" +
+	"\x03msg\" \n" +
+	"\fRenewRequest\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\"G\n" +
+	"\rRenewResponse\x12 \n" +
+	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xa2\x01\n" +
 	"\x05Hello\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\"\n" +
@@ -2398,7 +2658,9 @@ const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"\x13TASK_STATUS_REFUSED\x10\x042\xa6\x01\n" +
 	"\fAgentService\x12D\n" +
 	"\aConnect\x12\x19.deckhand.v1.AgentMessage\x1a\x1a.deckhand.v1.ServerMessage(\x010\x01\x12P\n" +
-	"\rFetchArtifact\x12!.deckhand.v1.FetchArtifactRequest\x1a\x1a.deckhand.v1.ArtifactChunk0\x01B?Z=github.com/deckhand-dev/deckhand/proto/deckhand/v1;deckhandv1b\x06proto3"
+	"\rFetchArtifact\x12!.deckhand.v1.FetchArtifactRequest\x1a\x1a.deckhand.v1.ArtifactChunk0\x012R\n" +
+	"\rEnrollService\x12A\n" +
+	"\x06Enroll\x12\x1a.deckhand.v1.EnrollRequest\x1a\x1b.deckhand.v1.EnrollResponseB?Z=github.com/deckhand-dev/deckhand/proto/deckhand/v1;deckhandv1b\x06proto3"
 
 var (
 	file_deckhand_v1_agent_proto_rawDescOnce sync.Once
@@ -2413,90 +2675,98 @@ func file_deckhand_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_deckhand_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_deckhand_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_deckhand_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_deckhand_v1_agent_proto_goTypes = []any{
 	(HeldState)(0),                 // 0: deckhand.v1.HeldState
 	(TaskStatus)(0),                // 1: deckhand.v1.TaskStatus
-	(*AgentMessage)(nil),           // 2: deckhand.v1.AgentMessage
-	(*ServerMessage)(nil),          // 3: deckhand.v1.ServerMessage
-	(*Hello)(nil),                  // 4: deckhand.v1.Hello
-	(*HeldTask)(nil),               // 5: deckhand.v1.HeldTask
-	(*Welcome)(nil),                // 6: deckhand.v1.Welcome
-	(*Heartbeat)(nil),              // 7: deckhand.v1.Heartbeat
-	(*Assign)(nil),                 // 8: deckhand.v1.Assign
-	(*Cancel)(nil),                 // 9: deckhand.v1.Cancel
-	(*AckResult)(nil),              // 10: deckhand.v1.AckResult
-	(*Task)(nil),                   // 11: deckhand.v1.Task
-	(*ArtifactRef)(nil),            // 12: deckhand.v1.ArtifactRef
-	(*DispatcherDeployTask)(nil),   // 13: deckhand.v1.DispatcherDeployTask
-	(*DispatcherRestoreTask)(nil),  // 14: deckhand.v1.DispatcherRestoreTask
-	(*CacheFlushTask)(nil),         // 15: deckhand.v1.CacheFlushTask
-	(*PackageInstallTask)(nil),     // 16: deckhand.v1.PackageInstallTask
-	(*LoadBalancerDetachTask)(nil), // 17: deckhand.v1.LoadBalancerDetachTask
-	(*LoadBalancerAttachTask)(nil), // 18: deckhand.v1.LoadBalancerAttachTask
-	(*HostFactsTask)(nil),          // 19: deckhand.v1.HostFactsTask
-	(*HostFacts)(nil),              // 20: deckhand.v1.HostFacts
-	(*TaskProgress)(nil),           // 21: deckhand.v1.TaskProgress
-	(*TaskResult)(nil),             // 22: deckhand.v1.TaskResult
-	(*DispatcherOutput)(nil),       // 23: deckhand.v1.DispatcherOutput
-	(*FlushedPath)(nil),            // 24: deckhand.v1.FlushedPath
-	(*CacheFlushOutput)(nil),       // 25: deckhand.v1.CacheFlushOutput
-	(*PackageOutcome)(nil),         // 26: deckhand.v1.PackageOutcome
-	(*PackageInstallOutput)(nil),   // 27: deckhand.v1.PackageInstallOutput
-	(*LoadBalancerOutput)(nil),     // 28: deckhand.v1.LoadBalancerOutput
-	(*FetchArtifactRequest)(nil),   // 29: deckhand.v1.FetchArtifactRequest
-	(*ArtifactChunk)(nil),          // 30: deckhand.v1.ArtifactChunk
-	(*durationpb.Duration)(nil),    // 31: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 32: google.protobuf.Timestamp
+	(*EnrollRequest)(nil),          // 2: deckhand.v1.EnrollRequest
+	(*EnrollResponse)(nil),         // 3: deckhand.v1.EnrollResponse
+	(*AgentMessage)(nil),           // 4: deckhand.v1.AgentMessage
+	(*ServerMessage)(nil),          // 5: deckhand.v1.ServerMessage
+	(*RenewRequest)(nil),           // 6: deckhand.v1.RenewRequest
+	(*RenewResponse)(nil),          // 7: deckhand.v1.RenewResponse
+	(*Hello)(nil),                  // 8: deckhand.v1.Hello
+	(*HeldTask)(nil),               // 9: deckhand.v1.HeldTask
+	(*Welcome)(nil),                // 10: deckhand.v1.Welcome
+	(*Heartbeat)(nil),              // 11: deckhand.v1.Heartbeat
+	(*Assign)(nil),                 // 12: deckhand.v1.Assign
+	(*Cancel)(nil),                 // 13: deckhand.v1.Cancel
+	(*AckResult)(nil),              // 14: deckhand.v1.AckResult
+	(*Task)(nil),                   // 15: deckhand.v1.Task
+	(*ArtifactRef)(nil),            // 16: deckhand.v1.ArtifactRef
+	(*DispatcherDeployTask)(nil),   // 17: deckhand.v1.DispatcherDeployTask
+	(*DispatcherRestoreTask)(nil),  // 18: deckhand.v1.DispatcherRestoreTask
+	(*CacheFlushTask)(nil),         // 19: deckhand.v1.CacheFlushTask
+	(*PackageInstallTask)(nil),     // 20: deckhand.v1.PackageInstallTask
+	(*LoadBalancerDetachTask)(nil), // 21: deckhand.v1.LoadBalancerDetachTask
+	(*LoadBalancerAttachTask)(nil), // 22: deckhand.v1.LoadBalancerAttachTask
+	(*HostFactsTask)(nil),          // 23: deckhand.v1.HostFactsTask
+	(*HostFacts)(nil),              // 24: deckhand.v1.HostFacts
+	(*TaskProgress)(nil),           // 25: deckhand.v1.TaskProgress
+	(*TaskResult)(nil),             // 26: deckhand.v1.TaskResult
+	(*DispatcherOutput)(nil),       // 27: deckhand.v1.DispatcherOutput
+	(*FlushedPath)(nil),            // 28: deckhand.v1.FlushedPath
+	(*CacheFlushOutput)(nil),       // 29: deckhand.v1.CacheFlushOutput
+	(*PackageOutcome)(nil),         // 30: deckhand.v1.PackageOutcome
+	(*PackageInstallOutput)(nil),   // 31: deckhand.v1.PackageInstallOutput
+	(*LoadBalancerOutput)(nil),     // 32: deckhand.v1.LoadBalancerOutput
+	(*FetchArtifactRequest)(nil),   // 33: deckhand.v1.FetchArtifactRequest
+	(*ArtifactChunk)(nil),          // 34: deckhand.v1.ArtifactChunk
+	(*durationpb.Duration)(nil),    // 35: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 36: google.protobuf.Timestamp
 }
 var file_deckhand_v1_agent_proto_depIdxs = []int32{
-	4,  // 0: deckhand.v1.AgentMessage.hello:type_name -> deckhand.v1.Hello
-	7,  // 1: deckhand.v1.AgentMessage.heartbeat:type_name -> deckhand.v1.Heartbeat
-	21, // 2: deckhand.v1.AgentMessage.progress:type_name -> deckhand.v1.TaskProgress
-	22, // 3: deckhand.v1.AgentMessage.result:type_name -> deckhand.v1.TaskResult
-	6,  // 4: deckhand.v1.ServerMessage.welcome:type_name -> deckhand.v1.Welcome
-	8,  // 5: deckhand.v1.ServerMessage.assign:type_name -> deckhand.v1.Assign
-	9,  // 6: deckhand.v1.ServerMessage.cancel:type_name -> deckhand.v1.Cancel
-	10, // 7: deckhand.v1.ServerMessage.ack:type_name -> deckhand.v1.AckResult
-	5,  // 8: deckhand.v1.Hello.held:type_name -> deckhand.v1.HeldTask
-	0,  // 9: deckhand.v1.HeldTask.state:type_name -> deckhand.v1.HeldState
-	31, // 10: deckhand.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	32, // 11: deckhand.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	11, // 12: deckhand.v1.Assign.task:type_name -> deckhand.v1.Task
-	32, // 13: deckhand.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	31, // 14: deckhand.v1.Task.timeout:type_name -> google.protobuf.Duration
-	19, // 15: deckhand.v1.Task.host_facts:type_name -> deckhand.v1.HostFactsTask
-	13, // 16: deckhand.v1.Task.dispatcher_deploy:type_name -> deckhand.v1.DispatcherDeployTask
-	14, // 17: deckhand.v1.Task.dispatcher_restore:type_name -> deckhand.v1.DispatcherRestoreTask
-	15, // 18: deckhand.v1.Task.cache_flush:type_name -> deckhand.v1.CacheFlushTask
-	16, // 19: deckhand.v1.Task.package_install:type_name -> deckhand.v1.PackageInstallTask
-	17, // 20: deckhand.v1.Task.lb_detach:type_name -> deckhand.v1.LoadBalancerDetachTask
-	18, // 21: deckhand.v1.Task.lb_attach:type_name -> deckhand.v1.LoadBalancerAttachTask
-	12, // 22: deckhand.v1.DispatcherDeployTask.artifact:type_name -> deckhand.v1.ArtifactRef
-	12, // 23: deckhand.v1.PackageInstallTask.packages:type_name -> deckhand.v1.ArtifactRef
-	32, // 24: deckhand.v1.HostFacts.collected_at:type_name -> google.protobuf.Timestamp
-	32, // 25: deckhand.v1.TaskProgress.at:type_name -> google.protobuf.Timestamp
-	1,  // 26: deckhand.v1.TaskResult.status:type_name -> deckhand.v1.TaskStatus
-	32, // 27: deckhand.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
-	32, // 28: deckhand.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
-	20, // 29: deckhand.v1.TaskResult.host_facts:type_name -> deckhand.v1.HostFacts
-	23, // 30: deckhand.v1.TaskResult.dispatcher:type_name -> deckhand.v1.DispatcherOutput
-	25, // 31: deckhand.v1.TaskResult.cache_flush:type_name -> deckhand.v1.CacheFlushOutput
-	27, // 32: deckhand.v1.TaskResult.package_install:type_name -> deckhand.v1.PackageInstallOutput
-	28, // 33: deckhand.v1.TaskResult.lb:type_name -> deckhand.v1.LoadBalancerOutput
-	24, // 34: deckhand.v1.CacheFlushOutput.paths:type_name -> deckhand.v1.FlushedPath
-	31, // 35: deckhand.v1.PackageOutcome.took:type_name -> google.protobuf.Duration
-	26, // 36: deckhand.v1.PackageInstallOutput.packages:type_name -> deckhand.v1.PackageOutcome
-	31, // 37: deckhand.v1.LoadBalancerOutput.waited:type_name -> google.protobuf.Duration
-	2,  // 38: deckhand.v1.AgentService.Connect:input_type -> deckhand.v1.AgentMessage
-	29, // 39: deckhand.v1.AgentService.FetchArtifact:input_type -> deckhand.v1.FetchArtifactRequest
-	3,  // 40: deckhand.v1.AgentService.Connect:output_type -> deckhand.v1.ServerMessage
-	30, // 41: deckhand.v1.AgentService.FetchArtifact:output_type -> deckhand.v1.ArtifactChunk
-	40, // [40:42] is the sub-list for method output_type
-	38, // [38:40] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	8,  // 0: deckhand.v1.AgentMessage.hello:type_name -> deckhand.v1.Hello
+	11, // 1: deckhand.v1.AgentMessage.heartbeat:type_name -> deckhand.v1.Heartbeat
+	25, // 2: deckhand.v1.AgentMessage.progress:type_name -> deckhand.v1.TaskProgress
+	26, // 3: deckhand.v1.AgentMessage.result:type_name -> deckhand.v1.TaskResult
+	6,  // 4: deckhand.v1.AgentMessage.renew:type_name -> deckhand.v1.RenewRequest
+	10, // 5: deckhand.v1.ServerMessage.welcome:type_name -> deckhand.v1.Welcome
+	12, // 6: deckhand.v1.ServerMessage.assign:type_name -> deckhand.v1.Assign
+	13, // 7: deckhand.v1.ServerMessage.cancel:type_name -> deckhand.v1.Cancel
+	14, // 8: deckhand.v1.ServerMessage.ack:type_name -> deckhand.v1.AckResult
+	7,  // 9: deckhand.v1.ServerMessage.renewed:type_name -> deckhand.v1.RenewResponse
+	9,  // 10: deckhand.v1.Hello.held:type_name -> deckhand.v1.HeldTask
+	0,  // 11: deckhand.v1.HeldTask.state:type_name -> deckhand.v1.HeldState
+	35, // 12: deckhand.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	36, // 13: deckhand.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	15, // 14: deckhand.v1.Assign.task:type_name -> deckhand.v1.Task
+	36, // 15: deckhand.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	35, // 16: deckhand.v1.Task.timeout:type_name -> google.protobuf.Duration
+	23, // 17: deckhand.v1.Task.host_facts:type_name -> deckhand.v1.HostFactsTask
+	17, // 18: deckhand.v1.Task.dispatcher_deploy:type_name -> deckhand.v1.DispatcherDeployTask
+	18, // 19: deckhand.v1.Task.dispatcher_restore:type_name -> deckhand.v1.DispatcherRestoreTask
+	19, // 20: deckhand.v1.Task.cache_flush:type_name -> deckhand.v1.CacheFlushTask
+	20, // 21: deckhand.v1.Task.package_install:type_name -> deckhand.v1.PackageInstallTask
+	21, // 22: deckhand.v1.Task.lb_detach:type_name -> deckhand.v1.LoadBalancerDetachTask
+	22, // 23: deckhand.v1.Task.lb_attach:type_name -> deckhand.v1.LoadBalancerAttachTask
+	16, // 24: deckhand.v1.DispatcherDeployTask.artifact:type_name -> deckhand.v1.ArtifactRef
+	16, // 25: deckhand.v1.PackageInstallTask.packages:type_name -> deckhand.v1.ArtifactRef
+	36, // 26: deckhand.v1.HostFacts.collected_at:type_name -> google.protobuf.Timestamp
+	36, // 27: deckhand.v1.TaskProgress.at:type_name -> google.protobuf.Timestamp
+	1,  // 28: deckhand.v1.TaskResult.status:type_name -> deckhand.v1.TaskStatus
+	36, // 29: deckhand.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
+	36, // 30: deckhand.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
+	24, // 31: deckhand.v1.TaskResult.host_facts:type_name -> deckhand.v1.HostFacts
+	27, // 32: deckhand.v1.TaskResult.dispatcher:type_name -> deckhand.v1.DispatcherOutput
+	29, // 33: deckhand.v1.TaskResult.cache_flush:type_name -> deckhand.v1.CacheFlushOutput
+	31, // 34: deckhand.v1.TaskResult.package_install:type_name -> deckhand.v1.PackageInstallOutput
+	32, // 35: deckhand.v1.TaskResult.lb:type_name -> deckhand.v1.LoadBalancerOutput
+	28, // 36: deckhand.v1.CacheFlushOutput.paths:type_name -> deckhand.v1.FlushedPath
+	35, // 37: deckhand.v1.PackageOutcome.took:type_name -> google.protobuf.Duration
+	30, // 38: deckhand.v1.PackageInstallOutput.packages:type_name -> deckhand.v1.PackageOutcome
+	35, // 39: deckhand.v1.LoadBalancerOutput.waited:type_name -> google.protobuf.Duration
+	4,  // 40: deckhand.v1.AgentService.Connect:input_type -> deckhand.v1.AgentMessage
+	33, // 41: deckhand.v1.AgentService.FetchArtifact:input_type -> deckhand.v1.FetchArtifactRequest
+	2,  // 42: deckhand.v1.EnrollService.Enroll:input_type -> deckhand.v1.EnrollRequest
+	5,  // 43: deckhand.v1.AgentService.Connect:output_type -> deckhand.v1.ServerMessage
+	34, // 44: deckhand.v1.AgentService.FetchArtifact:output_type -> deckhand.v1.ArtifactChunk
+	3,  // 45: deckhand.v1.EnrollService.Enroll:output_type -> deckhand.v1.EnrollResponse
+	43, // [43:46] is the sub-list for method output_type
+	40, // [40:43] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_deckhand_v1_agent_proto_init() }
@@ -2504,19 +2774,21 @@ func file_deckhand_v1_agent_proto_init() {
 	if File_deckhand_v1_agent_proto != nil {
 		return
 	}
-	file_deckhand_v1_agent_proto_msgTypes[0].OneofWrappers = []any{
+	file_deckhand_v1_agent_proto_msgTypes[2].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Heartbeat)(nil),
 		(*AgentMessage_Progress)(nil),
 		(*AgentMessage_Result)(nil),
+		(*AgentMessage_Renew)(nil),
 	}
-	file_deckhand_v1_agent_proto_msgTypes[1].OneofWrappers = []any{
+	file_deckhand_v1_agent_proto_msgTypes[3].OneofWrappers = []any{
 		(*ServerMessage_Welcome)(nil),
 		(*ServerMessage_Assign)(nil),
 		(*ServerMessage_Cancel)(nil),
 		(*ServerMessage_Ack)(nil),
+		(*ServerMessage_Renewed)(nil),
 	}
-	file_deckhand_v1_agent_proto_msgTypes[9].OneofWrappers = []any{
+	file_deckhand_v1_agent_proto_msgTypes[13].OneofWrappers = []any{
 		(*Task_HostFacts)(nil),
 		(*Task_DispatcherDeploy)(nil),
 		(*Task_DispatcherRestore)(nil),
@@ -2525,7 +2797,7 @@ func file_deckhand_v1_agent_proto_init() {
 		(*Task_LbDetach)(nil),
 		(*Task_LbAttach)(nil),
 	}
-	file_deckhand_v1_agent_proto_msgTypes[20].OneofWrappers = []any{
+	file_deckhand_v1_agent_proto_msgTypes[24].OneofWrappers = []any{
 		(*TaskResult_HostFacts)(nil),
 		(*TaskResult_Dispatcher)(nil),
 		(*TaskResult_CacheFlush)(nil),
@@ -2538,9 +2810,9 @@ func file_deckhand_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_deckhand_v1_agent_proto_rawDesc), len(file_deckhand_v1_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   29,
+			NumMessages:   33,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_deckhand_v1_agent_proto_goTypes,
 		DependencyIndexes: file_deckhand_v1_agent_proto_depIdxs,
