@@ -157,4 +157,3 @@ func validName(s string) bool {
 	}
 	return true
 }
-

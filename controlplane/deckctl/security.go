@@ -298,4 +298,3 @@ func whoamiCmd(g *globals) *cobra.Command {
 		},
 	}
 }
-
