@@ -239,6 +239,18 @@ func (d *Dispatcher) takeBackup(t *worker.Task, kind string, extra func(*Backup)
 	return r, nil
 }
 
+// dropUnindexedBackup removes what an interrupted takeBackup of this task
+// left: the temporary copy, or a finished copy that never got its index
+// record. An indexed backup is kept: it is a good copy of a tree that did
+// not change.
+func (d *Dispatcher) dropUnindexedBackup(taskID string) {
+	id := BackupID(taskID)
+	_ = removeTree(filepath.Join(d.cfg.BackupDir, ".tmp-"+id))
+	if _, ok, err := d.getBackup(id); err == nil && !ok {
+		_ = removeTree(d.backupPath(id))
+	}
+}
+
 // loadBackup reads a backup's manifest and checks the copy against it, so
 // a damaged backup is refused before anything is restored from it.
 func (d *Dispatcher) loadBackup(r Backup) (*backupManifest, error) {

@@ -133,7 +133,14 @@ func (d *Dispatcher) stageArtifact(ctx context.Context, a task.Artifact, work st
 	}
 	x, res, err := safezip.ExtractToTemp(zipPath, work, safezip.Options{Limits: d.cfg.limits(), Skip: skip, SHA256: a.SHA256})
 	if err != nil {
-		return nil, fmt.Errorf("artifact %s rejected: %w; nothing on the host was changed", a.SHA256, err)
+		why := "cannot extract"
+		for _, k := range []error{safezip.ErrUnsafePath, safezip.ErrUnsupported, safezip.ErrLimit, safezip.ErrCorrupt, safezip.ErrDigest} {
+			if errors.Is(err, k) {
+				why = k.Error()
+				break
+			}
+		}
+		return nil, fmt.Errorf("artifact %s rejected (%s): %w; nothing on the host was changed", a.SHA256, why, err)
 	}
 	d.hit(FPAfterExtract)
 	st := &staged{root: filepath.Join(x, wrapper), files: res.Files + res.Symlinks}

@@ -434,6 +434,7 @@ func (d *Dispatcher) recoverLocked(ctx context.Context, t *worker.Task, what str
 	pm, ok := e.Mark(markPlan)
 	if !ok {
 		d.abort(d.workDir(t.Spec.ID), out.BackupID)
+		d.dropUnindexedBackup(t.Spec.ID)
 		last := "start"
 		if n := len(e.Marks); n > 0 {
 			last = e.Marks[n-1].Name

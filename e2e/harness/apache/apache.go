@@ -187,6 +187,16 @@ var staticImmutableFiles = map[string]string{
 	"conf.dispatcher.d/dispatcher.any":  "/farms {\n\t$include \"enabled_farms/*_farm.any\"\n}\n",
 }
 
+// ImmutableFiles returns the immutable files of the default layout except
+// conf/httpd.conf, which Start generates per instance (a fresh copy).
+func ImmutableFiles() map[string]string {
+	out := map[string]string{}
+	for k, v := range staticImmutableFiles {
+		out[k] = v
+	}
+	return out
+}
+
 // DefaultDocRoot is the content served unless Config.DocRoot says
 // otherwise: /page is rewritten to v1.html by the default rules.
 func DefaultDocRoot() map[string]string {
@@ -595,10 +605,21 @@ type Artifact struct {
 	Wrapper string
 }
 
-// DefaultArtifact is an artifact holding the managed part of the default
-// layout: deploying it changes nothing.
+// ArtifactHTTPDConf is the conf/httpd.conf DefaultArtifact carries. Like
+// every immutable file in a real AMS artifact it is a stale copy the agent
+// must ignore (the instance's own httpd.conf names its port and paths).
+const ArtifactHTTPDConf = "# AMS httpd.conf from the archetype: immutable, the host keeps its own.\n"
+
+// DefaultArtifact is an artifact for the default layout, as AMS builds
+// them: the managed files plus copies of the immutable ones (which the
+// agent ignores). Deploying it changes nothing.
 func DefaultArtifact() Artifact {
-	return Artifact{Files: ManagedFiles(), Symlinks: ManagedSymlinks()}
+	files := ManagedFiles()
+	for k, v := range staticImmutableFiles {
+		files[k] = v
+	}
+	files["conf/httpd.conf"] = ArtifactHTTPDConf
+	return Artifact{Files: files, Symlinks: ManagedSymlinks()}
 }
 
 // Write writes the zip to path and returns its sha256 (hex) and size.

@@ -89,7 +89,7 @@ func TestArtifactBuild(t *testing.T) {
 	for _, f := range zr.File {
 		got[f.Name] = f
 	}
-	require.Len(t, got, len(ManagedFiles())+len(ManagedSymlinks()))
+	require.Len(t, got, len(ManagedFiles())+len(ImmutableFiles())+1+len(ManagedSymlinks()))
 	l := got["dispatcher/conf.d/enabled_vhosts/default.vhost"]
 	require.NotNil(t, l)
 	require.Equal(t, fs.ModeSymlink, l.Mode().Type())
