@@ -117,8 +117,8 @@ func TestDeployRejections(t *testing.T) {
 			name: "missing included files",
 			build: func(e *env) task.Artifact {
 				a := withFiles(map[string]string{
-					"conf.d/rewrites/default_rewrite.rules": "",
-					"conf.d/available_vhosts/default.vhost": "<VirtualHost *:*>\n\tServerName x\n\t# comment\n\tinclude \\\n  \"conf.d/rewrites/default_rewrite.rules\"\n</VirtualHost>\n",
+					"conf.d/rewrites/default_rewrite.rules":         "",
+					"conf.d/available_vhosts/default.vhost":         "<VirtualHost *:*>\n\tServerName x\n\t# comment\n\tinclude \\\n  \"conf.d/rewrites/default_rewrite.rules\"\n</VirtualHost>\n",
 					"conf.dispatcher.d/filters/default_filters.any": "",
 				})
 				return e.artifact(a)
@@ -186,8 +186,10 @@ func TestDeployRejections(t *testing.T) {
 			errHas: []string{"rejected (limit exceeded)", "conf.d/zeros.conf", "more than the total limit of 1048576 bytes"},
 		},
 		{
-			name:   "corrupt zip",
-			build:  func(e *env) task.Artifact { return e.rawArtifact([]byte("PK\x03\x04 this is not a zip archive at all")) },
+			name: "corrupt zip",
+			build: func(e *env) task.Artifact {
+				return e.rawArtifact([]byte("PK\x03\x04 this is not a zip archive at all"))
+			},
 			errHas: []string{"rejected (corrupt archive)"},
 		},
 		{
