@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -109,27 +110,49 @@ func run() error {
 	if err := start("server", "deckhand-server", "--config", serverCfg); err != nil {
 		return err
 	}
+	creds := filepath.Join(dir, "server", "admin-credentials.yaml")
+	if err := waitFile(ctx, creds, 15*time.Second); err != nil {
+		return fmt.Errorf("the server did not write %s: %w (see %s)", creds, err, logs)
+	}
+	deckctl := func(args ...string) ([]byte, error) {
+		cmd := exec.CommandContext(ctx, filepath.Join(*bin, "deckctl"), append([]string{"--credentials", creds}, args...)...)
+		cmd.Stderr = os.Stderr
+		return cmd.Output()
+	}
+	show := func(args ...string) error {
+		fmt.Printf("\n$ deckctl --credentials %s %s\n", creds, strings.Join(args, " "))
+		out, err := deckctl(args...)
+		os.Stdout.Write(out)
+		return err
+	}
 	for _, h := range cfg.Hosts() {
+		out, err := deckctl("tokens", "create", "--host", h.ID, "--ttl", "10m", "-o", "json")
+		if err != nil {
+			return fmt.Errorf("join token for %s: %w", h.ID, err)
+		}
+		var tok struct {
+			Token         string `json:"token"`
+			CAFingerprint string `json:"ca_fingerprint"`
+		}
+		if err := json.Unmarshal(out, &tok); err != nil {
+			return err
+		}
 		acfg := filepath.Join(dir, h.ID+".yaml")
-		text := fmt.Sprintf("host_id: %s\nserver: %s\ndata_dir: %s\nreconnect:\n  stagger: 500ms\n", h.ID, addr, filepath.Join(dir, "agents", h.ID))
+		text := fmt.Sprintf("host_id: %s\nserver: %s\ndata_dir: %s\njoin_token: %s\nca_fingerprint: %s\nreconnect:\n  stagger: 500ms\n",
+			h.ID, addr, filepath.Join(dir, "agents", h.ID), tok.Token, tok.CAFingerprint)
 		if err := os.WriteFile(acfg, []byte(text), 0o600); err != nil {
 			return err
 		}
-		fmt.Printf("demo: starting deckhand-agent for %s (%s, %s)\n", h.ID, h.Env, h.Role)
+		fmt.Printf("demo: enrolling and starting deckhand-agent for %s (%s, %s) with a one-time join token\n", h.ID, h.Env, h.Role)
 		if err := start("agent-"+h.ID, "deckhand-agent", "--config", acfg); err != nil {
 			return err
 		}
 	}
 
-	deckctl := func(args ...string) ([]byte, error) {
-		cmd := exec.CommandContext(ctx, filepath.Join(*bin, "deckctl"), append([]string{"--server", addr}, args...)...)
-		cmd.Stderr = os.Stderr
-		return cmd.Output()
-	}
 	want := len(cfg.Hosts())
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		out, err := exec.CommandContext(ctx, filepath.Join(*bin, "deckctl"), "--server", addr, "agents", "list", "-o", "json").Output()
+		out, err := exec.CommandContext(ctx, filepath.Join(*bin, "deckctl"), "--credentials", creds, "agents", "list", "-o", "json").Output()
 		online := 0
 		if err == nil {
 			var agents []struct{ Online bool }
@@ -152,27 +175,41 @@ func run() error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	fmt.Printf("\n$ deckctl --server %s agents list\n", addr)
-	out, err := deckctl("agents", "list")
-	if err != nil {
+	if err := show("agents", "list"); err != nil {
 		return err
 	}
-	os.Stdout.Write(out)
-	first := cfg.Hosts()[0].ID
-	fmt.Printf("\n$ deckctl --server %s agents facts %s\n", addr, first)
-	out, err = deckctl("agents", "facts", first)
-	if err != nil {
+	if err := show("agents", "facts", cfg.Hosts()[0].ID); err != nil {
 		return err
 	}
-	os.Stdout.Write(out)
+	if err := show("audit", "--limit", "6"); err != nil {
+		return err
+	}
 
 	if exitAtOnce {
 		fmt.Println("\ndemo: DEMO_EXIT=1, stopping")
 		return nil
 	}
-	fmt.Printf("\ndemo: everything is running. Try:\n  %s --server %s agents list -o json\nPress Ctrl-C to stop.\n", filepath.Join(*bin, "deckctl"), addr)
+	fmt.Printf("\ndemo: everything is running. Try:\n  %s --credentials %s agents list -o json\n  %s --credentials %s whoami\nPress Ctrl-C to stop.\n",
+		filepath.Join(*bin, "deckctl"), creds, filepath.Join(*bin, "deckctl"), creds)
 	<-ctx.Done()
 	return nil
+}
+
+func waitFile(ctx context.Context, path string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("timed out")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func freeAddr() (string, error) {
