@@ -78,7 +78,7 @@ type Rule struct {
 	Audit bool
 }
 
-// Methods is the role table of AdminService. A method missing here is
+// Methods is the role table of every operator API method. A method missing here is
 // refused: adding an RPC without deciding who may call it fails closed,
 // and a test checks the table covers the service.
 var Methods = map[string]Rule{
@@ -92,7 +92,20 @@ var Methods = map[string]Rule{
 	"/deckhand.v1.AdminService/IssueAdminCert":  {Role: Admin, Audit: true},
 }
 
-const adminPrefix = "/deckhand.v1.AdminService/"
+// agentServices are authenticated by host certificates in their own
+// handlers (or, for enrollment, by a join token); every other service is an
+// operator API guarded here.
+var agentServices = []string{"/deckhand.v1.AgentService/", "/deckhand.v1.EnrollService/", "/grpc.health.v1.Health/"}
+
+// operatorMethod reports whether the interceptors must check a method.
+func operatorMethod(full string) bool {
+	for _, p := range agentServices {
+		if strings.HasPrefix(full, p) {
+			return false
+		}
+	}
+	return true
+}
 
 // Authorizer resolves and checks callers of the admin API.
 type Authorizer struct {
@@ -201,7 +214,7 @@ func rolesString(r []Role) string {
 }
 
 func shortName(method string) string {
-	return strings.TrimPrefix(method, adminPrefix)
+	return method[strings.LastIndexByte(method, '/')+1:]
 }
 
 // target names what a request is about, for the audit log.
@@ -227,10 +240,10 @@ func (a *Authorizer) Record(who, action, tgt, result, detail string) {
 	}
 }
 
-// Unary guards AdminService unary methods; other services pass through.
+// Unary guards operator unary methods; agent services pass through.
 func (a *Authorizer) Unary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if !strings.HasPrefix(info.FullMethod, adminPrefix) {
+		if !operatorMethod(info.FullMethod) {
 			return handler(ctx, req)
 		}
 		c, rule, err := a.Check(ctx, info.FullMethod)
@@ -256,10 +269,10 @@ func (a *Authorizer) Unary() grpc.UnaryServerInterceptor {
 	}
 }
 
-// Stream guards AdminService streaming methods.
+// Stream guards operator streaming methods.
 func (a *Authorizer) Stream() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if !strings.HasPrefix(info.FullMethod, adminPrefix) {
+		if !operatorMethod(info.FullMethod) {
 			return handler(srv, ss)
 		}
 		c, _, err := a.Check(ss.Context(), info.FullMethod)

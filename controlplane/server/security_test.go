@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"crypto/x509"
 	"net"
 	"os"
@@ -26,6 +27,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/dynamicpb"
 )
 
@@ -295,21 +298,43 @@ func TestRoleTable(t *testing.T) {
 		require.NoError(t, err)
 		tokens[r] = resp.Token
 	}
-	svc := pb.File_deckhand_v1_admin_proto.Services().ByName("AdminService")
-	methods := svc.Methods()
-	require.Equal(t, methods.Len(), len(auth.Methods), "auth.Methods must list exactly the AdminService methods")
-	for i := 0; i < methods.Len(); i++ {
-		m := methods.Get(i)
+	var all []protoreflect.MethodDescriptor
+	var svcs []protoreflect.ServiceDescriptor
+	protoregistry.GlobalFiles.RangeFilesByPackage("deckhand.v1", func(fd protoreflect.FileDescriptor) bool {
+		for i := 0; i < fd.Services().Len(); i++ {
+			sd := fd.Services().Get(i)
+			if sd.Name() == "AgentService" || sd.Name() == "EnrollService" {
+				continue
+			}
+			for j := 0; j < sd.Methods().Len(); j++ {
+				all = append(all, sd.Methods().Get(j))
+				svcs = append(svcs, sd)
+			}
+		}
+		return true
+	})
+	require.Equal(t, len(all), len(auth.Methods), "auth.Methods must list exactly the operator API methods")
+	for i, m := range all {
+		svc := svcs[i]
 		full := "/" + string(svc.FullName()) + "/" + string(m.Name())
 		rule, ok := auth.Methods[full]
 		require.True(t, ok, "%s is not in the role table", full)
 		call := func(token string) error {
 			conn := c.ConnWithToken(token)
-			in := dynamicpb.NewMessage(m.Input())
-			out := dynamicpb.NewMessage(m.Output())
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			return conn.Invoke(ctx, full, in, out)
+			// One generic path for unary and streaming methods alike.
+			st, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: m.IsStreamingServer(), ClientStreams: m.IsStreamingClient()}, full)
+			if err != nil {
+				return err
+			}
+			if err := st.SendMsg(dynamicpb.NewMessage(m.Input())); err != nil && err != io.EOF {
+				return err
+			}
+			if err := st.CloseSend(); err != nil {
+				return err
+			}
+			return st.RecvMsg(dynamicpb.NewMessage(m.Output()))
 		}
 		err := call("")
 		require.Equal(t, codes.Unauthenticated, status.Code(err), "%s without credentials", full)
