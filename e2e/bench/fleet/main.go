@@ -14,6 +14,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -41,11 +42,13 @@ import (
 	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/fleet"
 	"github.com/deckhand-dev/deckhand/controlplane/server"
+	"github.com/deckhand-dev/deckhand/pkg/identity"
 	"github.com/deckhand-dev/deckhand/pkg/kv"
 	"github.com/deckhand-dev/deckhand/pkg/task"
 	"github.com/deckhand-dev/deckhand/pkg/yamlconf"
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -112,6 +115,7 @@ func runServer() error {
 	control := flag.String("control", "127.0.0.1:0", "control HTTP address")
 	dataDir := flag.String("data", "", "data dir")
 	bare := flag.Bool("bare", false, "serve a bare stream that only reads (baseline)")
+	useTLS := flag.Bool("tls", false, "mutual TLS (the production setting) instead of --dev-insecure")
 	flag.Parse()
 
 	ln, err := net.Listen("tcp", *listen)
@@ -143,7 +147,7 @@ func runServer() error {
 			return err
 		}
 		cfg.HeartbeatInterval = yamlconf.Duration(10 * time.Second)
-		srv, err := server.New(cfg, server.Options{Listener: ln})
+		srv, err := server.New(cfg, server.Options{Listener: ln, DevInsecure: !*useTLS})
 		if err != nil {
 			return err
 		}
@@ -166,6 +170,9 @@ func runServer() error {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		json.NewEncoder(w).Encode(stats{Connected: connected(), HeapInuse: ms.HeapInuse, RSS: rss(), Goroutines: runtime.NumGoroutine()})
+	})
+	mux.HandleFunc("/connected", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(stats{Connected: connected()})
 	})
 	mux.HandleFunc("/fanout", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(doFanout(r.Context()))
@@ -249,9 +256,36 @@ func runAgents() error {
 	from := flag.Int("from", 0, "first host index")
 	addr := flag.String("server", "", "server address")
 	bare := flag.Bool("bare", false, "open bare streams only")
+	caDir := flag.String("ca", "", "with mutual TLS: the server's CA dir, to issue agent certificates (bench only)")
 	flag.Parse()
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer cancel()
+	creds := make([]grpc.DialOption, *n)
+	for i := range creds {
+		creds[i] = grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	if *caDir != "" {
+		ca, err := identity.LoadCA(filepath.Join(*caDir, "ca.crt"), filepath.Join(*caDir, "ca.key"))
+		if err != nil {
+			return err
+		}
+		host, _, _ := net.SplitHostPort(*addr)
+		for i := range creds {
+			key, err := identity.NewKey()
+			if err != nil {
+				return err
+			}
+			leaf, err := ca.IssueClient(key.Public(), identity.Principal{Kind: identity.KindHost, Name: hostID(*from + i)}, 24*time.Hour)
+			if err != nil {
+				return err
+			}
+			cert := identity.TLSCert(leaf, key)
+			creds[i] = grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+				MinVersion: tls.VersionTLS13, RootCAs: ca.Pool(), ServerName: host, Certificates: []tls.Certificate{cert},
+			}))
+		}
+	}
+	fmt.Println("CONNECTING")
 	var wg sync.WaitGroup
 	for i := *from; i < *from+*n; i++ {
 		wg.Add(1)
@@ -261,13 +295,12 @@ func runAgents() error {
 				bareAgent(ctx, *addr)
 				return
 			}
-			simAgent(ctx, *addr, hostID(i))
+			simAgent(ctx, *addr, hostID(i), creds[i-*from])
 		}(i)
 		if i%200 == 199 {
-			time.Sleep(20 * time.Millisecond) // ramp up instead of a SYN flood
+			time.Sleep(5 * time.Millisecond) // ramp up instead of a SYN flood
 		}
 	}
-	fmt.Println("STARTED")
 	wg.Wait()
 	return nil
 }
@@ -288,7 +321,7 @@ func bareAgent(ctx context.Context, addr string) {
 	}
 }
 
-func simAgent(ctx context.Context, addr, host string) {
+func simAgent(ctx context.Context, addr, host string, cred grpc.DialOption) {
 	j, _ := journal.New(kv.NewMemory())
 	w := worker.New(worker.Config{Journal: j, Handlers: map[string]worker.Handler{
 		task.HostFacts{}.Name(): worker.HandlerFunc(func(context.Context, *worker.Task) (any, error) {
@@ -297,7 +330,7 @@ func simAgent(ctx context.Context, addr, host string) {
 	}})
 	c := session.New(session.Config{
 		Server: addr, HostID: host, Version: "bench", Journal: j, Worker: w,
-		DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
+		DialOptions: []grpc.DialOption{cred},
 		BaseBackoff: 200 * time.Millisecond, MaxBackoff: 5 * time.Second, Stagger: time.Second,
 	})
 	c.Run(ctx)
@@ -309,32 +342,51 @@ func runDriver() error {
 	n := flag.Int("n", 10000, "simulated agents")
 	rounds := flag.Int("rounds", 3, "fan-out rounds")
 	bare := flag.Bool("bare", false, "also measure bare grpc-go streams as a baseline")
+	useTLS := flag.Bool("tls", false, "also measure with mutual TLS (connect rate and memory side by side)")
 	flag.Parse()
 	if *bare {
-		b, err := measure(*n, *rounds, true)
+		b, err := measure(*n, *rounds, true, false)
 		if err != nil {
 			return err
 		}
 		fmt.Printf("baseline bare grpc stream: %d connected, RSS/conn %.1f KiB, heap/conn %.1f KiB\n", b.conn, b.rssPer/1024, b.heapPer/1024)
 	}
-	r, err := measure(*n, *rounds, false)
-	if err != nil {
-		return err
+	modes := []bool{false}
+	if *useTLS {
+		modes = append(modes, true)
 	}
-	fmt.Printf("deckhand: %d agents connected, RSS/agent %.1f KiB, heap/agent %.1f KiB, goroutines/agent %.2f\n", r.conn, r.rssPer/1024, r.heapPer/1024, r.gorPer)
-	for i, f := range r.fan {
-		fmt.Printf("fan-out round %d: %d tasks, p50 %s, p99 %s, total %s, failed %d\n", i+1, f.N, f.P50.Round(time.Millisecond), f.P99.Round(time.Millisecond), f.Total.Round(time.Millisecond), f.Fail)
+	var rates []float64
+	for _, tlsOn := range modes {
+		r, err := measure(*n, *rounds, false, tlsOn)
+		if err != nil {
+			return err
+		}
+		name := "plain (--dev-insecure)"
+		if tlsOn {
+			name = "mutual TLS"
+		}
+		rate := float64(r.conn) / r.connectTime.Seconds()
+		rates = append(rates, rate)
+		fmt.Printf("deckhand, %s: %d agents connected in %s (%.0f/s), RSS/agent %.1f KiB, heap/agent %.1f KiB, goroutines/agent %.2f\n",
+			name, r.conn, r.connectTime.Round(time.Millisecond), rate, r.rssPer/1024, r.heapPer/1024, r.gorPer)
+		for i, f := range r.fan {
+			fmt.Printf("  fan-out round %d: %d tasks, p50 %s, p99 %s, total %s, failed %d\n", i+1, f.N, f.P50.Round(time.Millisecond), f.P99.Round(time.Millisecond), f.Total.Round(time.Millisecond), f.Fail)
+		}
+	}
+	if len(rates) == 2 {
+		fmt.Printf("connect rate, mutual TLS / plain: %.2f\n", rates[1]/rates[0])
 	}
 	return nil
 }
 
 type result struct {
+	connectTime             time.Duration
 	conn                    int
 	rssPer, heapPer, gorPer float64
 	fan                     []fanout
 }
 
-func measure(n, rounds int, bare bool) (result, error) {
+func measure(n, rounds int, bare, useTLS bool) (result, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return result{}, err
@@ -347,6 +399,9 @@ func measure(n, rounds int, bare bool) (result, error) {
 	args := []string{"server", "--n", strconv.Itoa(n), "--data", filepath.Join(dir, "server")}
 	if bare {
 		args = append(args, "--bare")
+	}
+	if useTLS {
+		args = append(args, "--tls")
 	}
 	srv := exec.Command(self, args...)
 	srv.Stderr = os.Stderr
@@ -383,16 +438,24 @@ func measure(n, rounds int, bare bool) (result, error) {
 	if bare {
 		aargs = append(aargs, "--bare")
 	}
+	if useTLS {
+		aargs = append(aargs, "--ca", filepath.Join(dir, "server", "ca"))
+	}
 	agents := exec.Command(self, aargs...)
 	agents.Stderr = os.Stderr
+	aout, _ := agents.StdoutPipe()
 	if err := agents.Start(); err != nil {
 		return result{}, err
 	}
 	defer func() { agents.Process.Signal(syscall.SIGTERM); agents.Wait() }()
+	asc := bufio.NewScanner(aout)
+	for asc.Scan() && asc.Text() != "CONNECTING" {
+	}
+	go io.Copy(io.Discard, aout)
 	start := time.Now()
 	var now stats
 	for {
-		if err := get("/stats", &now); err != nil {
+		if err := get("/connected", &now); err != nil {
 			return result{}, err
 		}
 		if now.Connected >= n {
@@ -401,18 +464,19 @@ func measure(n, rounds int, bare bool) (result, error) {
 		if time.Since(start) > 3*time.Minute {
 			return result{}, fmt.Errorf("only %d of %d agents connected after 3 minutes", now.Connected, n)
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
-	fmt.Printf("%d connected in %s\n", now.Connected, time.Since(start).Round(time.Millisecond))
+	connectTime := time.Since(start)
 	time.Sleep(2 * time.Second) // let connection set-up garbage settle
 	if err := get("/stats", &now); err != nil {
 		return result{}, err
 	}
 	r := result{
-		conn:    now.Connected,
-		rssPer:  float64(now.RSS-before.RSS) / float64(n),
-		heapPer: float64(int64(now.HeapInuse)-int64(before.HeapInuse)) / float64(n),
-		gorPer:  float64(now.Goroutines-before.Goroutines) / float64(n),
+		connectTime: connectTime,
+		conn:        now.Connected,
+		rssPer:      float64(now.RSS-before.RSS) / float64(n),
+		heapPer:     float64(int64(now.HeapInuse)-int64(before.HeapInuse)) / float64(n),
+		gorPer:      float64(now.Goroutines-before.Goroutines) / float64(n),
 	}
 	if p := os.Getenv("FLEET_BENCH_PROFILE"); p != "" && !bare {
 		go func() {
