@@ -6,6 +6,7 @@ import (
 	"github.com/deckhand-dev/deckhand/agent/config"
 	"github.com/deckhand-dev/deckhand/agent/hostfacts"
 	"github.com/deckhand-dev/deckhand/agent/journal"
+	"github.com/deckhand-dev/deckhand/agent/lbtask"
 	"github.com/deckhand-dev/deckhand/agent/worker"
 	"github.com/deckhand-dev/deckhand/pkg/task"
 	"github.com/deckhand-dev/deckhand/pkg/version"
@@ -33,6 +34,13 @@ func buildHandlers(d deps) (map[string]worker.Handler, error) {
 			return nil, err
 		}
 		h[task.PackageInstall{}.Name()] = ah
+	}
+	if d.cfg.LB != nil {
+		detach, attach, err := lbtask.New(d.cfg.LB, d.log.Named("lb"))
+		if err != nil {
+			return nil, err
+		}
+		h[task.LBDetach{}.Name()], h[task.LBAttach{}.Name()] = detach, attach
 	}
 	return h, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/deckhand-dev/deckhand/agent/aem"
+	"github.com/deckhand-dev/deckhand/agent/lbtask"
 	"github.com/deckhand-dev/deckhand/pkg/yamlconf"
 )
 
@@ -54,6 +55,9 @@ type Config struct {
 	// AEM is the AEM instance on this host; without it the agent refuses
 	// package_install tasks.
 	AEM *aem.Config `yaml:"aem"`
+	// LB is how this dispatcher is detached from and attached to its load
+	// balancer; without it the agent refuses load-balancer tasks.
+	LB *lbtask.Config `yaml:"lb"`
 }
 
 func isLoopback(addr string) bool {
@@ -120,6 +124,11 @@ func (c *Config) validate() error {
 	}
 	if c.JournalRetention == 0 {
 		c.JournalRetention = yamlconf.Duration(7 * 24 * time.Hour)
+	}
+	if c.LB != nil {
+		if err := c.LB.Validate(c.File); err != nil {
+			return err
+		}
 	}
 	if c.AEM != nil {
 		if err := c.AEM.Validate(c.File); err != nil {

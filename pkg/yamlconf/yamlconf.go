@@ -223,27 +223,36 @@ func walk(file string, n *yaml.Node, v reflect.Value, errs *[]error) {
 		if n.Kind != yaml.MappingNode {
 			return
 		}
-		fields := map[string]int{}
+		fields := map[string][]int{}
 		posField := -1
 		t := v.Type()
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			if f.Type == posType {
-				posField = i
-				continue
+		var collect func(t reflect.Type, index []int)
+		collect = func(t reflect.Type, index []int) {
+			for i := 0; i < t.NumField(); i++ {
+				f := t.Field(i)
+				idx := append(append([]int{}, index...), i)
+				if f.Type == posType {
+					if len(index) == 0 {
+						posField = i
+					}
+					continue
+				}
+				name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+				// ",inline" structs share the enclosing mapping's keys.
+				if opts == "inline" && f.Type.Kind() == reflect.Struct {
+					collect(f.Type, idx)
+					continue
+				}
+				if !f.IsExported() || name == "-" {
+					continue
+				}
+				if name == "" {
+					name = strings.ToLower(f.Name)
+				}
+				fields[name] = idx
 			}
-			if !f.IsExported() {
-				continue
-			}
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "-" {
-				continue
-			}
-			if name == "" {
-				name = strings.ToLower(f.Name)
-			}
-			fields[name] = i
 		}
+		collect(t, nil)
 		pos := Pos{Line: n.Line, keys: map[string]int{}}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, val := n.Content[i], n.Content[i+1]
@@ -253,7 +262,7 @@ func walk(file string, n *yaml.Node, v reflect.Value, errs *[]error) {
 				*errs = append(*errs, Errorf(file, k.Line, "unknown key %q%s", k.Value, suggest(k.Value, fields)))
 				continue
 			}
-			walk(file, val, v.Field(idx), errs)
+			walk(file, val, v.FieldByIndex(idx), errs)
 		}
 		if posField >= 0 && v.Field(posField).CanSet() {
 			v.Field(posField).Set(reflect.ValueOf(pos))
@@ -285,7 +294,7 @@ func walk(file string, n *yaml.Node, v reflect.Value, errs *[]error) {
 }
 
 // suggest names the closest known key when the unknown one looks like a typo.
-func suggest(key string, fields map[string]int) string {
+func suggest(key string, fields map[string][]int) string {
 	best, bestD := "", 3
 	for f := range fields {
 		if d := distance(key, f); d < bestD {

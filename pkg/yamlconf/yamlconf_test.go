@@ -62,3 +62,21 @@ func TestErrorf(t *testing.T) {
 	require.Equal(t, "f.yaml:3: bad", Errorf("f.yaml", 3, "bad").Error())
 	require.Equal(t, "f.yaml: bad", Errorf("f.yaml", 0, "bad").Error())
 }
+
+type inner struct {
+	A string `yaml:"a"`
+}
+
+type withInline struct {
+	inner `yaml:",inline"`
+	B     string `yaml:"b"`
+}
+
+func TestInlineStructsShareKeys(t *testing.T) {
+	var w withInline
+	require.NoError(t, Decode("x.yaml", []byte("a: 1\nb: 2\n"), &w))
+	require.Equal(t, "1", w.A)
+	require.Equal(t, "2", w.B)
+	err := Decode("x.yaml", []byte("a: 1\nc: 2\n"), &w)
+	require.ErrorContains(t, err, `x.yaml:2: unknown key "c"`)
+}
