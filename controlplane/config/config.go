@@ -7,6 +7,7 @@ import (
 	"net"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/deckhand-dev/deckhand/pkg/yamlconf"
@@ -45,6 +46,29 @@ type Environment struct {
 	Name  string       `yaml:"name"`
 	Type  EnvType      `yaml:"type"`
 	Hosts []Host       `yaml:"hosts"`
+	// SkipLBChanges leaves out the detach and attach steps; the seed allows
+	// it for dev and stage environments only.
+	SkipLBChanges bool `yaml:"skip_lb_changes"`
+	// MaxUnavailable is how many publish/dispatcher pairs a production
+	// rollout may have out of the load balancer at once (default 1). It is
+	// a global budget: a pair left detached by a failure counts.
+	MaxUnavailable int `yaml:"max_unavailable"`
+	// InvalidatePaths are invalidated (like an activation) and FlushPaths
+	// deleted from the dispatcher cache after the packages install; at
+	// most 100 each.
+	InvalidatePaths []string `yaml:"invalidate_paths"`
+	FlushPaths      []string `yaml:"flush_paths"`
+	// KeepFailedPublishDetached leaves a pair out of the load balancer when
+	// its publish failed to install packages (default true): its
+	// dispatcher would serve a half-deployed publish.
+	KeepFailedPublishDetached *bool `yaml:"keep_failed_publish_detached"`
+	// StepTimeout bounds each step of a rollout (default 30m).
+	StepTimeout yamlconf.Duration `yaml:"step_timeout"`
+}
+
+// KeepPublishDetached is KeepFailedPublishDetached with its default.
+func (e *Environment) KeepPublishDetached() bool {
+	return e.KeepFailedPublishDetached == nil || *e.KeepFailedPublishDetached
 }
 
 // TLS is the server's certificate setup.
@@ -170,6 +194,28 @@ func (c *Config) validate() error {
 		if len(e.Hosts) == 0 {
 			return c.errf(e.Pos.Line, "environment %q has no hosts", e.Name)
 		}
+		if e.SkipLBChanges && e.Type == EnvProd {
+			return c.errf(e.Pos.Of("skip_lb_changes"), "environment %q: skip_lb_changes is only allowed for dev and stage environments", e.Name)
+		}
+		if e.MaxUnavailable < 0 {
+			return c.errf(e.Pos.Of("max_unavailable"), "environment %q: max_unavailable must be 1 or more", e.Name)
+		}
+		if e.MaxUnavailable == 0 {
+			e.MaxUnavailable = 1
+		}
+		for key, paths := range map[string][]string{"invalidate_paths": e.InvalidatePaths, "flush_paths": e.FlushPaths} {
+			if len(paths) > 100 {
+				return c.errf(e.Pos.Of(key), "environment %q: %s has %d entries; at most 100 are allowed", e.Name, key, len(paths))
+			}
+			for _, p := range paths {
+				if err := ValidCachePath(p); err != nil {
+					return c.errf(e.Pos.Of(key), "environment %q: %s: %v", e.Name, key, err)
+				}
+			}
+		}
+		if e.StepTimeout == 0 {
+			e.StepTimeout = yamlconf.Duration(30 * time.Minute)
+		}
 		type pairSeen struct{ publish, dispatcher string }
 		pairs := map[int]*pairSeen{}
 		for j := range e.Hosts {
@@ -228,6 +274,25 @@ func (c *Config) validate() error {
 	c.byID = make(map[string]HostInfo, len(c.hosts))
 	for _, h := range c.hosts {
 		c.byID[h.ID] = h
+	}
+	return nil
+}
+
+// ValidCachePath checks a dispatcher cache path: absolute, no "..", no
+// NUL, no control characters (it travels in an HTTP header).
+func ValidCachePath(p string) error {
+	if !strings.HasPrefix(p, "/") {
+		return fmt.Errorf("cache path %q must be absolute", p)
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if seg == ".." {
+			return fmt.Errorf("cache path %q must not contain ..", p)
+		}
+	}
+	for _, r := range p {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("cache path %q contains a control character", p)
+		}
 	}
 	return nil
 }

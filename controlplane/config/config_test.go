@@ -62,6 +62,9 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{"bad duration", "data_dir: /d\nheartbeat_interval: often\n", `s.yaml:2: "often" is not a duration`},
 		{"missing data dir", "listen: 127.0.0.1:1\n", `s.yaml: data_dir is required`},
 		{"bad listen", "data_dir: /d\nlisten: nowhere\n", `listen "nowhere" is not host:port`},
+		{"skip lb in prod", "data_dir: /d\nenvironments:\n  - name: p\n    type: prod\n    skip_lb_changes: true\n    hosts: [{id: a, role: author}]\n", `s.yaml:5: environment "p": skip_lb_changes is only allowed for dev and stage`},
+		{"relative flush path", "data_dir: /d\nenvironments:\n  - name: p\n    type: prod\n    flush_paths: [content/x]\n    hosts: [{id: a, role: author}]\n", `s.yaml:5: environment "p": flush_paths: cache path "content/x" must be absolute`},
+		{"dotdot invalidate path", "data_dir: /d\nenvironments:\n  - name: p\n    type: prod\n    invalidate_paths: [/content/../etc]\n    hosts: [{id: a, role: author}]\n", `must not contain ..`},
 		{"bad host id", "data_dir: /d\nenvironments:\n  - name: e\n    type: dev\n    hosts:\n      - id: a/b\n        role: author\n", `s.yaml:6: host id "a/b"`},
 	}
 	for _, tc := range cases {
