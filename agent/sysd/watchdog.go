@@ -1,0 +1,99 @@
+package sysd
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+)
+
+// Watchdog sends systemd's WATCHDOG=1 keep-alives. With WatchdogSec= set on
+// the unit, systemd puts the interval in WATCHDOG_USEC (and the main pid in
+// WATCHDOG_PID) and kills and restarts the service (Restart=on-failure)
+// when no keep-alive arrives for that long.
+//
+// The point is to catch a hung daemon, not a dead one (systemd sees that
+// anyway), so a keep-alive must prove that the main loop still turns: use
+// Run with a healthy func such as Progress.Advanced, or call Ping from the
+// main loop itself. A goroutine pinging on a timer regardless would keep a
+// deadlocked daemon alive forever.
+type Watchdog struct {
+	interval time.Duration
+}
+
+// NewWatchdog reads WATCHDOG_USEC/WATCHDOG_PID. The watchdog is disabled
+// (Interval 0, Ping and Run no-ops) when the unit has no WatchdogSec=,
+// when the variables are meant for another process (WATCHDOG_PID is not
+// ours: we are a child of the daemon) or when they cannot be parsed.
+func NewWatchdog() *Watchdog {
+	d, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || d <= 0 {
+		return &Watchdog{}
+	}
+	return &Watchdog{interval: d}
+}
+
+// Enabled reports whether systemd expects keep-alives.
+func (w *Watchdog) Enabled() bool { return w.interval > 0 }
+
+// Interval is systemd's timeout (WatchdogSec=); 0 when disabled. Keep-alives
+// should come at least twice per interval.
+func (w *Watchdog) Interval() time.Duration { return w.interval }
+
+// Ping sends one keep-alive (WATCHDOG=1). It is a no-op when the watchdog
+// is disabled or NOTIFY_SOCKET is unset.
+func (w *Watchdog) Ping() error {
+	if !w.Enabled() {
+		return nil
+	}
+	return notify(daemon.SdNotifyWatchdog)
+}
+
+// Run pings every Interval()/2 until ctx ends, but only when healthy()
+// returns true at that moment. healthy should report that the main loop
+// made progress since it was last asked (Progress.Advanced does exactly
+// that), so a main loop that stops turning stops the keep-alives and
+// systemd restarts the service after at most one interval. The main loop
+// must therefore advance at least once per Interval()/2 (15 s with the
+// packaged WatchdogSec=30s). A nil healthy pings unconditionally, which
+// only proves the process is scheduled.
+//
+// Run returns at once when the watchdog is disabled, so `go w.Run(...)`
+// costs nothing outside systemd. Send errors are ignored: the next tick
+// tries again, and a socket that stays broken is systemd's to notice.
+func (w *Watchdog) Run(ctx context.Context, healthy func() bool) {
+	if !w.Enabled() {
+		return
+	}
+	t := time.NewTicker(w.interval / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if healthy == nil || healthy() {
+				_ = w.Ping()
+			}
+		}
+	}
+}
+
+// Progress is the usual healthy func for Watchdog.Run: the main loop calls
+// Advance each time it goes round (and on each event it handles), Run asks
+// Advanced. The zero value is ready to use; it is safe for concurrent use.
+type Progress struct {
+	n    atomic.Uint64
+	seen atomic.Uint64
+}
+
+// Advance records that the main loop went round once more.
+func (p *Progress) Advance() { p.n.Add(1) }
+
+// Advanced reports whether Advance was called since the previous call of
+// Advanced (the first call: since the Progress was made).
+func (p *Progress) Advanced() bool {
+	n := p.n.Load()
+	return p.seen.Swap(n) != n
+}
