@@ -1,8 +1,3 @@
-// Package artifacts owns the control plane's content-addressed artifact
-// store: blobs named by their sha256 under <data_dir>/artifacts, written
-// once through a temp file, fsync and rename, so a blob that exists is
-// always complete. Classification and artifact sets are recorded in the
-// store by the rollout layer.
 package artifacts
 
 import (
@@ -46,9 +41,19 @@ func (b *Blobs) path(digest string) string {
 // Put streams r into the store and returns its digest and size. Content
 // already present is not written twice.
 func (b *Blobs) Put(r io.Reader) (digest string, size int64, err error) {
+	digest, size, _, err = b.PutReport(r)
+	return digest, size, err
+}
+
+// PutReport is Put that also says whether the content was already stored
+// (existed): pushes report "already stored", and a refused upload removes
+// only a blob it created. r is copied to a temp file as it is read, so
+// memory use does not grow with the size of the content; an error from r
+// discards the temp file and stores nothing.
+func (b *Blobs) PutReport(r io.Reader) (digest string, size int64, existed bool, err error) {
 	tmp, err := os.CreateTemp(filepath.Join(b.dir, "tmp"), "upload-*")
 	if err != nil {
-		return "", 0, fmt.Errorf("artifact store: %w", err)
+		return "", 0, false, fmt.Errorf("artifact store: %w", err)
 	}
 	defer func() {
 		if tmp != nil {
@@ -57,33 +62,39 @@ func (b *Blobs) Put(r io.Reader) (digest string, size int64, err error) {
 		}
 	}()
 	h := sha256.New()
-	size, err = io.Copy(io.MultiWriter(tmp, h), r)
+	src := &sourceReader{r: r}
+	size, err = io.Copy(io.MultiWriter(tmp, h), src)
 	if err != nil {
-		return "", 0, fmt.Errorf("artifact store: write: %w", err)
+		if src.err != nil {
+			// The source's own error (an upload cut short, a size
+			// mismatch) goes back as is: the caller knows what it means.
+			return "", 0, false, src.err
+		}
+		return "", 0, false, fmt.Errorf("artifact store: write: %w", err)
 	}
 	digest = hex.EncodeToString(h.Sum(nil))
 	final := b.path(digest)
 	if st, err := os.Stat(final); err == nil && st.Size() == size {
-		return digest, size, nil
+		return digest, size, true, nil
 	}
 	if err := tmp.Sync(); err != nil {
-		return "", 0, fmt.Errorf("artifact store: fsync: %w", err)
+		return "", 0, false, fmt.Errorf("artifact store: fsync: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return "", 0, err
+		return "", 0, false, err
 	}
 	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
-		return "", 0, err
+		return "", 0, false, err
 	}
 	if err := os.Rename(tmp.Name(), final); err != nil {
-		return "", 0, fmt.Errorf("artifact store: %w", err)
+		return "", 0, false, fmt.Errorf("artifact store: %w", err)
 	}
 	tmp = nil
 	if d, err := os.Open(filepath.Dir(final)); err == nil {
 		d.Sync()
 		d.Close()
 	}
-	return digest, size, nil
+	return digest, size, false, nil
 }
 
 // Open returns the blob for reading and its size.
@@ -122,4 +133,32 @@ func (b *Blobs) Path(digest string) (string, error) {
 		return "", fmt.Errorf("%s: %w", digest, ErrNotFound)
 	}
 	return b.path(digest), nil
+}
+
+// Remove deletes a blob; removing an absent blob is not an error. Callers
+// must know nothing refers to it: the artifact push removes only a blob it
+// has just created and refused.
+func (b *Blobs) Remove(digest string) error {
+	if !ValidDigest(digest) {
+		return fmt.Errorf("%q is not a sha256 digest", digest)
+	}
+	if err := os.Remove(b.path(digest)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("artifact store: %w", err)
+	}
+	return nil
+}
+
+// sourceReader remembers the error of the reader Put copies from, so a
+// failed read is told apart from a failed write to disk.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return n, err
 }

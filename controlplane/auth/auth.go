@@ -90,6 +90,12 @@ var Methods = map[string]Rule{
 	"/deckhand.v1.AdminService/RevokeAgent":     {Role: Admin, Audit: true},
 	"/deckhand.v1.AdminService/CreateAdmin":     {Role: Admin, Audit: true},
 	"/deckhand.v1.AdminService/IssueAdminCert":  {Role: Admin, Audit: true},
+	// PushArtifact is a stream: its handler writes the audit entry.
+	"/deckhand.v1.ArtifactService/PushArtifact":  {Role: Deployer},
+	"/deckhand.v1.ArtifactService/CreateSet":     {Role: Deployer, Audit: true},
+	"/deckhand.v1.ArtifactService/ListSets":      {Role: Viewer},
+	"/deckhand.v1.ArtifactService/GetSet":        {Role: Viewer},
+	"/deckhand.v1.ArtifactService/ListArtifacts": {Role: Viewer},
 }
 
 // agentServices are authenticated by host certificates in their own
