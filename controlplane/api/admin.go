@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/fleet"
 	"github.com/deckhand-dev/deckhand/controlplane/pki"
+	"github.com/deckhand-dev/deckhand/controlplane/rollout"
 	"github.com/deckhand-dev/deckhand/controlplane/store"
 	"github.com/deckhand-dev/deckhand/pkg/task"
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
@@ -32,6 +34,11 @@ type Admin struct {
 	PKI *pki.PKI
 	// ServerAddress is told to enrolling agents.
 	ServerAddress string
+	// Config declares the environments.
+	Config *config.Config
+	// Rollouts runs deployments; Sets resolves artifact sets for them.
+	Rollouts *rollout.Manager
+	Sets     SetResolver
 	// FactsTimeout bounds GetHostFacts when the caller set no deadline.
 	FactsTimeout time.Duration
 }

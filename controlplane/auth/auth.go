@@ -90,6 +90,14 @@ var Methods = map[string]Rule{
 	"/deckhand.v1.AdminService/RevokeAgent":     {Role: Admin, Audit: true},
 	"/deckhand.v1.AdminService/CreateAdmin":     {Role: Admin, Audit: true},
 	"/deckhand.v1.AdminService/IssueAdminCert":  {Role: Admin, Audit: true},
+
+	"/deckhand.v1.AdminService/PlanDeployment":   {Role: Viewer},
+	"/deckhand.v1.AdminService/StartDeployment":  {Role: Deployer, Audit: true},
+	"/deckhand.v1.AdminService/ListDeployments":  {Role: Viewer},
+	"/deckhand.v1.AdminService/GetDeployment":    {Role: Viewer},
+	"/deckhand.v1.AdminService/CancelDeployment": {Role: Deployer, Audit: true},
+	"/deckhand.v1.AdminService/WatchDeployment":  {Role: Viewer},
+	"/deckhand.v1.AdminService/DeploymentEvents": {Role: Viewer},
 	// PushArtifact is a stream: its handler writes the audit entry.
 	"/deckhand.v1.ArtifactService/PushArtifact":  {Role: Deployer},
 	"/deckhand.v1.ArtifactService/CreateSet":     {Role: Deployer, Audit: true},
@@ -230,6 +238,10 @@ func target(req any) string {
 		return r.GetHostId()
 	case interface{ GetName() string }:
 		return r.GetName()
+	case interface{ GetEnvironment() string }:
+		return r.GetEnvironment()
+	case interface{ GetId() string }:
+		return r.GetId()
 	}
 	return ""
 }

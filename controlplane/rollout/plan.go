@@ -262,8 +262,8 @@ func NewPlan(req Request) (*Plan, error) {
 	return p, nil
 }
 
-// describe is a one-line summary of what a step does.
-func describe(s Step) string {
+// Describe is a one-line summary of what a step does.
+func Describe(s Step) string {
 	switch k := s.Task.(type) {
 	case task.LBDetach:
 		return "detach from the load balancer (drain)"
@@ -306,7 +306,7 @@ func (p *Plan) Format(w io.Writer) error {
 		if n := len(p.Group(s.Group)); n > 1 {
 			par = fmt.Sprintf(" (parallel x%d)", n)
 		}
-		fmt.Fprintf(tw, "%d\t%d%s\t%s\t%s\t%s\t%s\n", s.N, s.Group+1, par, s.Host, s.Role, pairS, describe(s))
+		fmt.Fprintf(tw, "%d\t%d%s\t%s\t%s\t%s\t%s\n", s.N, s.Group+1, par, s.Host, s.Role, pairS, Describe(s))
 	}
 	return tw.Flush()
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/fleet"
 	"github.com/deckhand-dev/deckhand/controlplane/pki"
+	"github.com/deckhand-dev/deckhand/controlplane/rollout"
 	"github.com/deckhand-dev/deckhand/controlplane/store"
 	"github.com/deckhand-dev/deckhand/pkg/identity"
 	"github.com/deckhand-dev/deckhand/pkg/version"
@@ -49,22 +50,29 @@ type Options struct {
 	DevInsecure bool
 	// MissedHeartbeats overrides the fleet's default of 3.
 	MissedHeartbeats int
+	// Sets resolves artifact sets for deployments (tests; the server's own
+	// artifact store is used when nil).
+	Sets api.SetResolver
 }
 
 // Server is one running control plane.
 type Server struct {
-	cfg     *config.Config
-	log     hclog.Logger
-	store   *store.Store
-	blobs   *artifacts.Blobs
-	fleet   *fleet.Fleet
-	grpc    *grpc.Server
-	ln      *fleet.ConnTracker
-	epoch   uint64
-	pki     *pki.PKI
-	authz   *auth.Authorizer
-	stopped sync.Once
+	cfg      *config.Config
+	log      hclog.Logger
+	store    *store.Store
+	blobs    *artifacts.Blobs
+	fleet    *fleet.Fleet
+	grpc     *grpc.Server
+	ln       *fleet.ConnTracker
+	epoch    uint64
+	pki      *pki.PKI
+	authz    *auth.Authorizer
+	rollouts *rollout.Manager
+	stopped  sync.Once
 }
+
+// Rollouts exposes the deployment manager.
+func (s *Server) Rollouts() *rollout.Manager { return s.rollouts }
 
 // PKI exposes the CA (nil in --dev-insecure mode).
 func (s *Server) PKI() *pki.PKI { return s.pki }
@@ -156,7 +164,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	gs := grpc.NewServer(gopts...)
 	pb.RegisterAgentServiceServer(gs, fl)
-	pb.RegisterAdminServiceServer(gs, &api.Admin{Fleet: fl, Store: st, Hosts: cfg, PKI: ca, ServerAddress: addr})
+	rollouts := rollout.NewManager(st.Backend(), fl, log)
+	pb.RegisterAdminServiceServer(gs, &api.Admin{Fleet: fl, Store: st, Hosts: cfg, PKI: ca, ServerAddress: addr, Config: cfg, Rollouts: rollouts, Sets: opts.Sets})
 	pb.RegisterArtifactServiceServer(gs, artifacts.NewService(artifacts.NewSets(blobs, st.Backend()), authz.Record))
 	if ca != nil {
 		pb.RegisterEnrollServiceServer(gs, &pki.EnrollServer{P: ca, Audit: authz.Record})
@@ -169,7 +178,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	} else {
 		log.Warn("server ready in --dev-insecure mode: no TLS, no authentication; for local demos only", "listen", addr, "epoch", epoch, "config", cfg.String(), "version", version.Version)
 	}
-	return &Server{cfg: cfg, log: log, store: st, blobs: blobs, fleet: fl, grpc: gs, ln: tracker, epoch: epoch, pki: ca, authz: authz}, nil
+	return &Server{cfg: cfg, log: log, store: st, blobs: blobs, fleet: fl, grpc: gs, ln: tracker, epoch: epoch, pki: ca, authz: authz, rollouts: rollouts}, nil
 }
 
 // CredentialsFile is where the first admin's credentials are written.
@@ -232,6 +241,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}()
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(s.ln) }()
+	if err := s.rollouts.Resume(); err != nil {
+		s.log.Error("cannot resume deployments", "error", err)
+	}
 	var err error
 	select {
 	case <-ctx.Done():
@@ -251,6 +263,9 @@ func (s *Server) Serve(ctx context.Context) error {
 // before they are sent.
 func (s *Server) Stop() {
 	s.stopped.Do(func() {
+		// Runners first: they stop without touching persisted state and
+		// resume at the next start.
+		s.rollouts.Shutdown()
 		s.grpc.Stop()
 		if err := s.store.Close(); err != nil {
 			s.log.Error("close store", "error", err)

@@ -23,6 +23,870 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type DeploymentRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Environment string                 `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	ArtifactSet string                 `protobuf:"bytes,2,opt,name=artifact_set,json=artifactSet,proto3" json:"artifact_set,omitempty"`
+	// action is "deploy" (default) or "rollback".
+	Action string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
+	// backup_id for a rollback; empty means the backup before the last
+	// deployment.
+	BackupId      string `protobuf:"bytes,4,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeploymentRequest) Reset() {
+	*x = DeploymentRequest{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeploymentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeploymentRequest) ProtoMessage() {}
+
+func (x *DeploymentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeploymentRequest.ProtoReflect.Descriptor instead.
+func (*DeploymentRequest) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *DeploymentRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *DeploymentRequest) GetArtifactSet() string {
+	if x != nil {
+		return x.ArtifactSet
+	}
+	return ""
+}
+
+func (x *DeploymentRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *DeploymentRequest) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+type PlanStep struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	N             int32                  `protobuf:"varint,1,opt,name=n,proto3" json:"n,omitempty"`
+	Group         int32                  `protobuf:"varint,2,opt,name=group,proto3" json:"group,omitempty"`
+	Key           string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	Host          string                 `protobuf:"bytes,4,opt,name=host,proto3" json:"host,omitempty"`
+	Role          string                 `protobuf:"bytes,5,opt,name=role,proto3" json:"role,omitempty"`
+	Pair          int32                  `protobuf:"varint,6,opt,name=pair,proto3" json:"pair,omitempty"`
+	Kind          string                 `protobuf:"bytes,7,opt,name=kind,proto3" json:"kind,omitempty"`
+	Description   string                 `protobuf:"bytes,8,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanStep) Reset() {
+	*x = PlanStep{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanStep) ProtoMessage() {}
+
+func (x *PlanStep) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanStep.ProtoReflect.Descriptor instead.
+func (*PlanStep) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PlanStep) GetN() int32 {
+	if x != nil {
+		return x.N
+	}
+	return 0
+}
+
+func (x *PlanStep) GetGroup() int32 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
+func (x *PlanStep) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *PlanStep) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *PlanStep) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *PlanStep) GetPair() int32 {
+	if x != nil {
+		return x.Pair
+	}
+	return 0
+}
+
+func (x *PlanStep) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *PlanStep) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+type PlanResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Environment     string                 `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	EnvironmentType string                 `protobuf:"bytes,2,opt,name=environment_type,json=environmentType,proto3" json:"environment_type,omitempty"`
+	Production      bool                   `protobuf:"varint,3,opt,name=production,proto3" json:"production,omitempty"`
+	MaxUnavailable  int32                  `protobuf:"varint,4,opt,name=max_unavailable,json=maxUnavailable,proto3" json:"max_unavailable,omitempty"`
+	Steps           []*PlanStep            `protobuf:"bytes,5,rep,name=steps,proto3" json:"steps,omitempty"`
+	// text is the plan formatted for people.
+	Text          string `protobuf:"bytes,6,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanResponse) Reset() {
+	*x = PlanResponse{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanResponse) ProtoMessage() {}
+
+func (x *PlanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanResponse.ProtoReflect.Descriptor instead.
+func (*PlanResponse) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PlanResponse) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *PlanResponse) GetEnvironmentType() string {
+	if x != nil {
+		return x.EnvironmentType
+	}
+	return ""
+}
+
+func (x *PlanResponse) GetProduction() bool {
+	if x != nil {
+		return x.Production
+	}
+	return false
+}
+
+func (x *PlanResponse) GetMaxUnavailable() int32 {
+	if x != nil {
+		return x.MaxUnavailable
+	}
+	return 0
+}
+
+func (x *PlanResponse) GetSteps() []*PlanStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *PlanResponse) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+type StepInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Host          string                 `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
+	Kind          string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Pair          int32                  `protobuf:"varint,4,opt,name=pair,proto3" json:"pair,omitempty"`
+	Group         int32                  `protobuf:"varint,5,opt,name=group,proto3" json:"group,omitempty"`
+	Status        string                 `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
+	TaskId        string                 `protobuf:"bytes,7,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	Error         string                 `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	Summary       string                 `protobuf:"bytes,11,opt,name=summary,proto3" json:"summary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepInfo) Reset() {
+	*x = StepInfo{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepInfo) ProtoMessage() {}
+
+func (x *StepInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepInfo.ProtoReflect.Descriptor instead.
+func (*StepInfo) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StepInfo) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *StepInfo) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *StepInfo) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *StepInfo) GetPair() int32 {
+	if x != nil {
+		return x.Pair
+	}
+	return 0
+}
+
+func (x *StepInfo) GetGroup() int32 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
+func (x *StepInfo) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *StepInfo) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *StepInfo) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *StepInfo) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *StepInfo) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *StepInfo) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+type DeploymentInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Environment   string                 `protobuf:"bytes,2,opt,name=environment,proto3" json:"environment,omitempty"`
+	Action        string                 `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
+	ArtifactSet   string                 `protobuf:"bytes,4,opt,name=artifact_set,json=artifactSet,proto3" json:"artifact_set,omitempty"`
+	State         string                 `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	Error         string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	By            string                 `protobuf:"bytes,7,opt,name=by,proto3" json:"by,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	Steps         []*StepInfo            `protobuf:"bytes,10,rep,name=steps,proto3" json:"steps,omitempty"`
+	Hosts         map[string]string      `protobuf:"bytes,11,rep,name=hosts,proto3" json:"hosts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeploymentInfo) Reset() {
+	*x = DeploymentInfo{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeploymentInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeploymentInfo) ProtoMessage() {}
+
+func (x *DeploymentInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeploymentInfo.ProtoReflect.Descriptor instead.
+func (*DeploymentInfo) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DeploymentInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DeploymentInfo) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *DeploymentInfo) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *DeploymentInfo) GetArtifactSet() string {
+	if x != nil {
+		return x.ArtifactSet
+	}
+	return ""
+}
+
+func (x *DeploymentInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *DeploymentInfo) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *DeploymentInfo) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *DeploymentInfo) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *DeploymentInfo) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *DeploymentInfo) GetSteps() []*StepInfo {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *DeploymentInfo) GetHosts() map[string]string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+type ListDeploymentsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Environment   string                 `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeploymentsRequest) Reset() {
+	*x = ListDeploymentsRequest{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeploymentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeploymentsRequest) ProtoMessage() {}
+
+func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeploymentsRequest.ProtoReflect.Descriptor instead.
+func (*ListDeploymentsRequest) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListDeploymentsRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *ListDeploymentsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListDeploymentsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deployments   []*DeploymentInfo      `protobuf:"bytes,1,rep,name=deployments,proto3" json:"deployments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeploymentsResponse) Reset() {
+	*x = ListDeploymentsResponse{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeploymentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeploymentsResponse) ProtoMessage() {}
+
+func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeploymentsResponse.ProtoReflect.Descriptor instead.
+func (*ListDeploymentsResponse) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListDeploymentsResponse) GetDeployments() []*DeploymentInfo {
+	if x != nil {
+		return x.Deployments
+	}
+	return nil
+}
+
+type GetDeploymentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeploymentRequest) Reset() {
+	*x = GetDeploymentRequest{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeploymentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeploymentRequest) ProtoMessage() {}
+
+func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeploymentRequest.ProtoReflect.Descriptor instead.
+func (*GetDeploymentRequest) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetDeploymentRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type WatchDeploymentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	AfterSeq      uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchDeploymentRequest) Reset() {
+	*x = WatchDeploymentRequest{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchDeploymentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchDeploymentRequest) ProtoMessage() {}
+
+func (x *WatchDeploymentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchDeploymentRequest.ProtoReflect.Descriptor instead.
+func (*WatchDeploymentRequest) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *WatchDeploymentRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *WatchDeploymentRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+type DeploymentEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	Kind          string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Step          string                 `protobuf:"bytes,4,opt,name=step,proto3" json:"step,omitempty"`
+	Task          string                 `protobuf:"bytes,5,opt,name=task,proto3" json:"task,omitempty"`
+	Host          string                 `protobuf:"bytes,6,opt,name=host,proto3" json:"host,omitempty"`
+	Pair          int32                  `protobuf:"varint,7,opt,name=pair,proto3" json:"pair,omitempty"`
+	Status        string                 `protobuf:"bytes,8,opt,name=status,proto3" json:"status,omitempty"`
+	Attempts      int32                  `protobuf:"varint,9,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	Message       string                 `protobuf:"bytes,10,opt,name=message,proto3" json:"message,omitempty"`
+	State         string                 `protobuf:"bytes,11,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeploymentEvent) Reset() {
+	*x = DeploymentEvent{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeploymentEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeploymentEvent) ProtoMessage() {}
+
+func (x *DeploymentEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeploymentEvent.ProtoReflect.Descriptor instead.
+func (*DeploymentEvent) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *DeploymentEvent) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *DeploymentEvent) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *DeploymentEvent) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *DeploymentEvent) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *DeploymentEvent) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *DeploymentEvent) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *DeploymentEvent) GetPair() int32 {
+	if x != nil {
+		return x.Pair
+	}
+	return 0
+}
+
+func (x *DeploymentEvent) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *DeploymentEvent) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *DeploymentEvent) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *DeploymentEvent) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+type DeploymentEventsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*DeploymentEvent     `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeploymentEventsResponse) Reset() {
+	*x = DeploymentEventsResponse{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeploymentEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeploymentEventsResponse) ProtoMessage() {}
+
+func (x *DeploymentEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeploymentEventsResponse.ProtoReflect.Descriptor instead.
+func (*DeploymentEventsResponse) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DeploymentEventsResponse) GetEvents() []*DeploymentEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 type CreateJoinTokenRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	HostId        string                 `protobuf:"bytes,1,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
@@ -33,7 +897,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[0]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +909,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[0]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +922,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateJoinTokenRequest) GetHostId() string {
@@ -87,7 +951,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[1]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -99,7 +963,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[1]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -112,7 +976,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -153,7 +1017,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[2]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -165,7 +1029,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[2]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -178,7 +1042,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RevokeAgentRequest) GetHostId() string {
@@ -204,7 +1068,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[3]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -216,7 +1080,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[3]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -229,7 +1093,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RevokeAgentResponse) GetWasConnected() bool {
@@ -249,7 +1113,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[4]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -261,7 +1125,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[4]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -274,7 +1138,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
@@ -306,7 +1170,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[5]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -318,7 +1182,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[5]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -331,7 +1195,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AuditEntry) GetSeq() uint64 {
@@ -392,7 +1256,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[6]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -404,7 +1268,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[6]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -417,7 +1281,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
@@ -437,7 +1301,7 @@ type CreateAdminRequest struct {
 
 func (x *CreateAdminRequest) Reset() {
 	*x = CreateAdminRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[7]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -449,7 +1313,7 @@ func (x *CreateAdminRequest) String() string {
 func (*CreateAdminRequest) ProtoMessage() {}
 
 func (x *CreateAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[7]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -462,7 +1326,7 @@ func (x *CreateAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminRequest.ProtoReflect.Descriptor instead.
 func (*CreateAdminRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateAdminRequest) GetName() string {
@@ -488,7 +1352,7 @@ type CreateAdminResponse struct {
 
 func (x *CreateAdminResponse) Reset() {
 	*x = CreateAdminResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[8]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +1364,7 @@ func (x *CreateAdminResponse) String() string {
 func (*CreateAdminResponse) ProtoMessage() {}
 
 func (x *CreateAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[8]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +1377,7 @@ func (x *CreateAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminResponse.ProtoReflect.Descriptor instead.
 func (*CreateAdminResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateAdminResponse) GetToken() string {
@@ -534,7 +1398,7 @@ type IssueAdminCertRequest struct {
 
 func (x *IssueAdminCertRequest) Reset() {
 	*x = IssueAdminCertRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[9]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +1410,7 @@ func (x *IssueAdminCertRequest) String() string {
 func (*IssueAdminCertRequest) ProtoMessage() {}
 
 func (x *IssueAdminCertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[9]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +1423,7 @@ func (x *IssueAdminCertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertRequest.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *IssueAdminCertRequest) GetName() string {
@@ -593,7 +1457,7 @@ type IssueAdminCertResponse struct {
 
 func (x *IssueAdminCertResponse) Reset() {
 	*x = IssueAdminCertResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[10]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +1469,7 @@ func (x *IssueAdminCertResponse) String() string {
 func (*IssueAdminCertResponse) ProtoMessage() {}
 
 func (x *IssueAdminCertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[10]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +1482,7 @@ func (x *IssueAdminCertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertResponse.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *IssueAdminCertResponse) GetCertificate() []byte {
@@ -643,7 +1507,7 @@ type WhoAmIRequest struct {
 
 func (x *WhoAmIRequest) Reset() {
 	*x = WhoAmIRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[11]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +1519,7 @@ func (x *WhoAmIRequest) String() string {
 func (*WhoAmIRequest) ProtoMessage() {}
 
 func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[11]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +1532,7 @@ func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
 func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 type WhoAmIResponse struct {
@@ -682,7 +1546,7 @@ type WhoAmIResponse struct {
 
 func (x *WhoAmIResponse) Reset() {
 	*x = WhoAmIResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[12]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +1558,7 @@ func (x *WhoAmIResponse) String() string {
 func (*WhoAmIResponse) ProtoMessage() {}
 
 func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[12]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +1571,7 @@ func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
 func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WhoAmIResponse) GetPrincipal() string {
@@ -740,7 +1604,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[13]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +1616,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[13]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +1629,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListAgentsRequest) GetEnvironment() string {
@@ -796,7 +1660,7 @@ type AgentInfo struct {
 
 func (x *AgentInfo) Reset() {
 	*x = AgentInfo{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[14]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +1672,7 @@ func (x *AgentInfo) String() string {
 func (*AgentInfo) ProtoMessage() {}
 
 func (x *AgentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[14]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +1685,7 @@ func (x *AgentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
 func (*AgentInfo) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AgentInfo) GetHostId() string {
@@ -910,7 +1774,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[15]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1786,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[15]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1799,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*AgentInfo {
@@ -954,7 +1818,7 @@ type GetHostFactsRequest struct {
 
 func (x *GetHostFactsRequest) Reset() {
 	*x = GetHostFactsRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[16]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1830,7 @@ func (x *GetHostFactsRequest) String() string {
 func (*GetHostFactsRequest) ProtoMessage() {}
 
 func (x *GetHostFactsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[16]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1843,7 @@ func (x *GetHostFactsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostFactsRequest.ProtoReflect.Descriptor instead.
 func (*GetHostFactsRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetHostFactsRequest) GetHostId() string {
@@ -999,7 +1863,7 @@ type GetHostFactsResponse struct {
 
 func (x *GetHostFactsResponse) Reset() {
 	*x = GetHostFactsResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[17]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1875,7 @@ func (x *GetHostFactsResponse) String() string {
 func (*GetHostFactsResponse) ProtoMessage() {}
 
 func (x *GetHostFactsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[17]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1888,7 @@ func (x *GetHostFactsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostFactsResponse.ProtoReflect.Descriptor instead.
 func (*GetHostFactsResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetHostFactsResponse) GetTaskId() string {
@@ -1045,7 +1909,89 @@ var File_deckhand_v1_admin_proto protoreflect.FileDescriptor
 
 const file_deckhand_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x17deckhand/v1/admin.proto\x12\vdeckhand.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x17deckhand/v1/agent.proto\"^\n" +
+	"\x17deckhand/v1/admin.proto\x12\vdeckhand.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x17deckhand/v1/agent.proto\"\x8d\x01\n" +
+	"\x11DeploymentRequest\x12 \n" +
+	"\venvironment\x18\x01 \x01(\tR\venvironment\x12!\n" +
+	"\fartifact_set\x18\x02 \x01(\tR\vartifactSet\x12\x16\n" +
+	"\x06action\x18\x03 \x01(\tR\x06action\x12\x1b\n" +
+	"\tbackup_id\x18\x04 \x01(\tR\bbackupId\"\xb2\x01\n" +
+	"\bPlanStep\x12\f\n" +
+	"\x01n\x18\x01 \x01(\x05R\x01n\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\x05R\x05group\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\x12\x12\n" +
+	"\x04host\x18\x04 \x01(\tR\x04host\x12\x12\n" +
+	"\x04role\x18\x05 \x01(\tR\x04role\x12\x12\n" +
+	"\x04pair\x18\x06 \x01(\x05R\x04pair\x12\x12\n" +
+	"\x04kind\x18\a \x01(\tR\x04kind\x12 \n" +
+	"\vdescription\x18\b \x01(\tR\vdescription\"\xe5\x01\n" +
+	"\fPlanResponse\x12 \n" +
+	"\venvironment\x18\x01 \x01(\tR\venvironment\x12)\n" +
+	"\x10environment_type\x18\x02 \x01(\tR\x0fenvironmentType\x12\x1e\n" +
+	"\n" +
+	"production\x18\x03 \x01(\bR\n" +
+	"production\x12'\n" +
+	"\x0fmax_unavailable\x18\x04 \x01(\x05R\x0emaxUnavailable\x12+\n" +
+	"\x05steps\x18\x05 \x03(\v2\x15.deckhand.v1.PlanStepR\x05steps\x12\x12\n" +
+	"\x04text\x18\x06 \x01(\tR\x04text\"\xc7\x02\n" +
+	"\bStepInfo\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
+	"\x04host\x18\x02 \x01(\tR\x04host\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04pair\x18\x04 \x01(\x05R\x04pair\x12\x14\n" +
+	"\x05group\x18\x05 \x01(\x05R\x05group\x12\x16\n" +
+	"\x06status\x18\x06 \x01(\tR\x06status\x12\x17\n" +
+	"\atask_id\x18\a \x01(\tR\x06taskId\x129\n" +
+	"\n" +
+	"started_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
+	"\vfinished_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishedAt\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\tR\x05error\x12\x18\n" +
+	"\asummary\x18\v \x01(\tR\asummary\"\xd6\x03\n" +
+	"\x0eDeploymentInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12 \n" +
+	"\venvironment\x18\x02 \x01(\tR\venvironment\x12\x16\n" +
+	"\x06action\x18\x03 \x01(\tR\x06action\x12!\n" +
+	"\fartifact_set\x18\x04 \x01(\tR\vartifactSet\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12\x0e\n" +
+	"\x02by\x18\a \x01(\tR\x02by\x129\n" +
+	"\n" +
+	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12;\n" +
+	"\vfinished_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishedAt\x12+\n" +
+	"\x05steps\x18\n" +
+	" \x03(\v2\x15.deckhand.v1.StepInfoR\x05steps\x12<\n" +
+	"\x05hosts\x18\v \x03(\v2&.deckhand.v1.DeploymentInfo.HostsEntryR\x05hosts\x1a8\n" +
+	"\n" +
+	"HostsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
+	"\x16ListDeploymentsRequest\x12 \n" +
+	"\venvironment\x18\x01 \x01(\tR\venvironment\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"X\n" +
+	"\x17ListDeploymentsResponse\x12=\n" +
+	"\vdeployments\x18\x01 \x03(\v2\x1b.deckhand.v1.DeploymentInfoR\vdeployments\"&\n" +
+	"\x14GetDeploymentRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"E\n" +
+	"\x16WatchDeploymentRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\"\x97\x02\n" +
+	"\x0fDeploymentEvent\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04step\x18\x04 \x01(\tR\x04step\x12\x12\n" +
+	"\x04task\x18\x05 \x01(\tR\x04task\x12\x12\n" +
+	"\x04host\x18\x06 \x01(\tR\x04host\x12\x12\n" +
+	"\x04pair\x18\a \x01(\x05R\x04pair\x12\x16\n" +
+	"\x06status\x18\b \x01(\tR\x06status\x12\x1a\n" +
+	"\battempts\x18\t \x01(\x05R\battempts\x12\x18\n" +
+	"\amessage\x18\n" +
+	" \x01(\tR\amessage\x12\x14\n" +
+	"\x05state\x18\v \x01(\tR\x05state\"P\n" +
+	"\x18DeploymentEventsResponse\x124\n" +
+	"\x06events\x18\x01 \x03(\v2\x1c.deckhand.v1.DeploymentEventR\x06events\"^\n" +
 	"\x16CreateJoinTokenRequest\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\xa9\x01\n" +
@@ -1112,7 +2058,7 @@ const file_deckhand_v1_admin_proto_rawDesc = "" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\"]\n" +
 	"\x14GetHostFactsResponse\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12,\n" +
-	"\x05facts\x18\x02 \x01(\v2\x16.deckhand.v1.HostFactsR\x05facts2\x9e\x05\n" +
+	"\x05facts\x18\x02 \x01(\v2\x16.deckhand.v1.HostFactsR\x05facts2\xf6\t\n" +
 	"\fAdminService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.deckhand.v1.ListAgentsRequest\x1a\x1f.deckhand.v1.ListAgentsResponse\x12S\n" +
@@ -1122,7 +2068,14 @@ const file_deckhand_v1_admin_proto_rawDesc = "" +
 	"\tListAudit\x12\x1d.deckhand.v1.ListAuditRequest\x1a\x1e.deckhand.v1.ListAuditResponse\x12P\n" +
 	"\vCreateAdmin\x12\x1f.deckhand.v1.CreateAdminRequest\x1a .deckhand.v1.CreateAdminResponse\x12Y\n" +
 	"\x0eIssueAdminCert\x12\".deckhand.v1.IssueAdminCertRequest\x1a#.deckhand.v1.IssueAdminCertResponse\x12A\n" +
-	"\x06WhoAmI\x12\x1a.deckhand.v1.WhoAmIRequest\x1a\x1b.deckhand.v1.WhoAmIResponseB?Z=github.com/deckhand-dev/deckhand/proto/deckhand/v1;deckhandv1b\x06proto3"
+	"\x06WhoAmI\x12\x1a.deckhand.v1.WhoAmIRequest\x1a\x1b.deckhand.v1.WhoAmIResponse\x12K\n" +
+	"\x0ePlanDeployment\x12\x1e.deckhand.v1.DeploymentRequest\x1a\x19.deckhand.v1.PlanResponse\x12N\n" +
+	"\x0fStartDeployment\x12\x1e.deckhand.v1.DeploymentRequest\x1a\x1b.deckhand.v1.DeploymentInfo\x12\\\n" +
+	"\x0fListDeployments\x12#.deckhand.v1.ListDeploymentsRequest\x1a$.deckhand.v1.ListDeploymentsResponse\x12O\n" +
+	"\rGetDeployment\x12!.deckhand.v1.GetDeploymentRequest\x1a\x1b.deckhand.v1.DeploymentInfo\x12R\n" +
+	"\x10CancelDeployment\x12!.deckhand.v1.GetDeploymentRequest\x1a\x1b.deckhand.v1.DeploymentInfo\x12V\n" +
+	"\x0fWatchDeployment\x12#.deckhand.v1.WatchDeploymentRequest\x1a\x1c.deckhand.v1.DeploymentEvent0\x01\x12^\n" +
+	"\x10DeploymentEvents\x12#.deckhand.v1.WatchDeploymentRequest\x1a%.deckhand.v1.DeploymentEventsResponseB?Z=github.com/deckhand-dev/deckhand/proto/deckhand/v1;deckhandv1b\x06proto3"
 
 var (
 	file_deckhand_v1_admin_proto_rawDescOnce sync.Once
@@ -1136,62 +2089,98 @@ func file_deckhand_v1_admin_proto_rawDescGZIP() []byte {
 	return file_deckhand_v1_admin_proto_rawDescData
 }
 
-var file_deckhand_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_deckhand_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_deckhand_v1_admin_proto_goTypes = []any{
-	(*CreateJoinTokenRequest)(nil),  // 0: deckhand.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil), // 1: deckhand.v1.CreateJoinTokenResponse
-	(*RevokeAgentRequest)(nil),      // 2: deckhand.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),     // 3: deckhand.v1.RevokeAgentResponse
-	(*ListAuditRequest)(nil),        // 4: deckhand.v1.ListAuditRequest
-	(*AuditEntry)(nil),              // 5: deckhand.v1.AuditEntry
-	(*ListAuditResponse)(nil),       // 6: deckhand.v1.ListAuditResponse
-	(*CreateAdminRequest)(nil),      // 7: deckhand.v1.CreateAdminRequest
-	(*CreateAdminResponse)(nil),     // 8: deckhand.v1.CreateAdminResponse
-	(*IssueAdminCertRequest)(nil),   // 9: deckhand.v1.IssueAdminCertRequest
-	(*IssueAdminCertResponse)(nil),  // 10: deckhand.v1.IssueAdminCertResponse
-	(*WhoAmIRequest)(nil),           // 11: deckhand.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),          // 12: deckhand.v1.WhoAmIResponse
-	(*ListAgentsRequest)(nil),       // 13: deckhand.v1.ListAgentsRequest
-	(*AgentInfo)(nil),               // 14: deckhand.v1.AgentInfo
-	(*ListAgentsResponse)(nil),      // 15: deckhand.v1.ListAgentsResponse
-	(*GetHostFactsRequest)(nil),     // 16: deckhand.v1.GetHostFactsRequest
-	(*GetHostFactsResponse)(nil),    // 17: deckhand.v1.GetHostFactsResponse
-	(*durationpb.Duration)(nil),     // 18: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 19: google.protobuf.Timestamp
-	(*HostFacts)(nil),               // 20: deckhand.v1.HostFacts
+	(*DeploymentRequest)(nil),        // 0: deckhand.v1.DeploymentRequest
+	(*PlanStep)(nil),                 // 1: deckhand.v1.PlanStep
+	(*PlanResponse)(nil),             // 2: deckhand.v1.PlanResponse
+	(*StepInfo)(nil),                 // 3: deckhand.v1.StepInfo
+	(*DeploymentInfo)(nil),           // 4: deckhand.v1.DeploymentInfo
+	(*ListDeploymentsRequest)(nil),   // 5: deckhand.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),  // 6: deckhand.v1.ListDeploymentsResponse
+	(*GetDeploymentRequest)(nil),     // 7: deckhand.v1.GetDeploymentRequest
+	(*WatchDeploymentRequest)(nil),   // 8: deckhand.v1.WatchDeploymentRequest
+	(*DeploymentEvent)(nil),          // 9: deckhand.v1.DeploymentEvent
+	(*DeploymentEventsResponse)(nil), // 10: deckhand.v1.DeploymentEventsResponse
+	(*CreateJoinTokenRequest)(nil),   // 11: deckhand.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),  // 12: deckhand.v1.CreateJoinTokenResponse
+	(*RevokeAgentRequest)(nil),       // 13: deckhand.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),      // 14: deckhand.v1.RevokeAgentResponse
+	(*ListAuditRequest)(nil),         // 15: deckhand.v1.ListAuditRequest
+	(*AuditEntry)(nil),               // 16: deckhand.v1.AuditEntry
+	(*ListAuditResponse)(nil),        // 17: deckhand.v1.ListAuditResponse
+	(*CreateAdminRequest)(nil),       // 18: deckhand.v1.CreateAdminRequest
+	(*CreateAdminResponse)(nil),      // 19: deckhand.v1.CreateAdminResponse
+	(*IssueAdminCertRequest)(nil),    // 20: deckhand.v1.IssueAdminCertRequest
+	(*IssueAdminCertResponse)(nil),   // 21: deckhand.v1.IssueAdminCertResponse
+	(*WhoAmIRequest)(nil),            // 22: deckhand.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),           // 23: deckhand.v1.WhoAmIResponse
+	(*ListAgentsRequest)(nil),        // 24: deckhand.v1.ListAgentsRequest
+	(*AgentInfo)(nil),                // 25: deckhand.v1.AgentInfo
+	(*ListAgentsResponse)(nil),       // 26: deckhand.v1.ListAgentsResponse
+	(*GetHostFactsRequest)(nil),      // 27: deckhand.v1.GetHostFactsRequest
+	(*GetHostFactsResponse)(nil),     // 28: deckhand.v1.GetHostFactsResponse
+	nil,                              // 29: deckhand.v1.DeploymentInfo.HostsEntry
+	(*timestamppb.Timestamp)(nil),    // 30: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 31: google.protobuf.Duration
+	(*HostFacts)(nil),                // 32: deckhand.v1.HostFacts
 }
 var file_deckhand_v1_admin_proto_depIdxs = []int32{
-	18, // 0: deckhand.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	19, // 1: deckhand.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	19, // 2: deckhand.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	19, // 3: deckhand.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	5,  // 4: deckhand.v1.ListAuditResponse.entries:type_name -> deckhand.v1.AuditEntry
-	18, // 5: deckhand.v1.IssueAdminCertRequest.lifetime:type_name -> google.protobuf.Duration
-	19, // 6: deckhand.v1.AgentInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
-	19, // 7: deckhand.v1.AgentInfo.connected_at:type_name -> google.protobuf.Timestamp
-	14, // 8: deckhand.v1.ListAgentsResponse.agents:type_name -> deckhand.v1.AgentInfo
-	20, // 9: deckhand.v1.GetHostFactsResponse.facts:type_name -> deckhand.v1.HostFacts
-	13, // 10: deckhand.v1.AdminService.ListAgents:input_type -> deckhand.v1.ListAgentsRequest
-	16, // 11: deckhand.v1.AdminService.GetHostFacts:input_type -> deckhand.v1.GetHostFactsRequest
-	0,  // 12: deckhand.v1.AdminService.CreateJoinToken:input_type -> deckhand.v1.CreateJoinTokenRequest
-	2,  // 13: deckhand.v1.AdminService.RevokeAgent:input_type -> deckhand.v1.RevokeAgentRequest
-	4,  // 14: deckhand.v1.AdminService.ListAudit:input_type -> deckhand.v1.ListAuditRequest
-	7,  // 15: deckhand.v1.AdminService.CreateAdmin:input_type -> deckhand.v1.CreateAdminRequest
-	9,  // 16: deckhand.v1.AdminService.IssueAdminCert:input_type -> deckhand.v1.IssueAdminCertRequest
-	11, // 17: deckhand.v1.AdminService.WhoAmI:input_type -> deckhand.v1.WhoAmIRequest
-	15, // 18: deckhand.v1.AdminService.ListAgents:output_type -> deckhand.v1.ListAgentsResponse
-	17, // 19: deckhand.v1.AdminService.GetHostFacts:output_type -> deckhand.v1.GetHostFactsResponse
-	1,  // 20: deckhand.v1.AdminService.CreateJoinToken:output_type -> deckhand.v1.CreateJoinTokenResponse
-	3,  // 21: deckhand.v1.AdminService.RevokeAgent:output_type -> deckhand.v1.RevokeAgentResponse
-	6,  // 22: deckhand.v1.AdminService.ListAudit:output_type -> deckhand.v1.ListAuditResponse
-	8,  // 23: deckhand.v1.AdminService.CreateAdmin:output_type -> deckhand.v1.CreateAdminResponse
-	10, // 24: deckhand.v1.AdminService.IssueAdminCert:output_type -> deckhand.v1.IssueAdminCertResponse
-	12, // 25: deckhand.v1.AdminService.WhoAmI:output_type -> deckhand.v1.WhoAmIResponse
-	18, // [18:26] is the sub-list for method output_type
-	10, // [10:18] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	1,  // 0: deckhand.v1.PlanResponse.steps:type_name -> deckhand.v1.PlanStep
+	30, // 1: deckhand.v1.StepInfo.started_at:type_name -> google.protobuf.Timestamp
+	30, // 2: deckhand.v1.StepInfo.finished_at:type_name -> google.protobuf.Timestamp
+	30, // 3: deckhand.v1.DeploymentInfo.created_at:type_name -> google.protobuf.Timestamp
+	30, // 4: deckhand.v1.DeploymentInfo.finished_at:type_name -> google.protobuf.Timestamp
+	3,  // 5: deckhand.v1.DeploymentInfo.steps:type_name -> deckhand.v1.StepInfo
+	29, // 6: deckhand.v1.DeploymentInfo.hosts:type_name -> deckhand.v1.DeploymentInfo.HostsEntry
+	4,  // 7: deckhand.v1.ListDeploymentsResponse.deployments:type_name -> deckhand.v1.DeploymentInfo
+	30, // 8: deckhand.v1.DeploymentEvent.at:type_name -> google.protobuf.Timestamp
+	9,  // 9: deckhand.v1.DeploymentEventsResponse.events:type_name -> deckhand.v1.DeploymentEvent
+	31, // 10: deckhand.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	30, // 11: deckhand.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	30, // 12: deckhand.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	30, // 13: deckhand.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	16, // 14: deckhand.v1.ListAuditResponse.entries:type_name -> deckhand.v1.AuditEntry
+	31, // 15: deckhand.v1.IssueAdminCertRequest.lifetime:type_name -> google.protobuf.Duration
+	30, // 16: deckhand.v1.AgentInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
+	30, // 17: deckhand.v1.AgentInfo.connected_at:type_name -> google.protobuf.Timestamp
+	25, // 18: deckhand.v1.ListAgentsResponse.agents:type_name -> deckhand.v1.AgentInfo
+	32, // 19: deckhand.v1.GetHostFactsResponse.facts:type_name -> deckhand.v1.HostFacts
+	24, // 20: deckhand.v1.AdminService.ListAgents:input_type -> deckhand.v1.ListAgentsRequest
+	27, // 21: deckhand.v1.AdminService.GetHostFacts:input_type -> deckhand.v1.GetHostFactsRequest
+	11, // 22: deckhand.v1.AdminService.CreateJoinToken:input_type -> deckhand.v1.CreateJoinTokenRequest
+	13, // 23: deckhand.v1.AdminService.RevokeAgent:input_type -> deckhand.v1.RevokeAgentRequest
+	15, // 24: deckhand.v1.AdminService.ListAudit:input_type -> deckhand.v1.ListAuditRequest
+	18, // 25: deckhand.v1.AdminService.CreateAdmin:input_type -> deckhand.v1.CreateAdminRequest
+	20, // 26: deckhand.v1.AdminService.IssueAdminCert:input_type -> deckhand.v1.IssueAdminCertRequest
+	22, // 27: deckhand.v1.AdminService.WhoAmI:input_type -> deckhand.v1.WhoAmIRequest
+	0,  // 28: deckhand.v1.AdminService.PlanDeployment:input_type -> deckhand.v1.DeploymentRequest
+	0,  // 29: deckhand.v1.AdminService.StartDeployment:input_type -> deckhand.v1.DeploymentRequest
+	5,  // 30: deckhand.v1.AdminService.ListDeployments:input_type -> deckhand.v1.ListDeploymentsRequest
+	7,  // 31: deckhand.v1.AdminService.GetDeployment:input_type -> deckhand.v1.GetDeploymentRequest
+	7,  // 32: deckhand.v1.AdminService.CancelDeployment:input_type -> deckhand.v1.GetDeploymentRequest
+	8,  // 33: deckhand.v1.AdminService.WatchDeployment:input_type -> deckhand.v1.WatchDeploymentRequest
+	8,  // 34: deckhand.v1.AdminService.DeploymentEvents:input_type -> deckhand.v1.WatchDeploymentRequest
+	26, // 35: deckhand.v1.AdminService.ListAgents:output_type -> deckhand.v1.ListAgentsResponse
+	28, // 36: deckhand.v1.AdminService.GetHostFacts:output_type -> deckhand.v1.GetHostFactsResponse
+	12, // 37: deckhand.v1.AdminService.CreateJoinToken:output_type -> deckhand.v1.CreateJoinTokenResponse
+	14, // 38: deckhand.v1.AdminService.RevokeAgent:output_type -> deckhand.v1.RevokeAgentResponse
+	17, // 39: deckhand.v1.AdminService.ListAudit:output_type -> deckhand.v1.ListAuditResponse
+	19, // 40: deckhand.v1.AdminService.CreateAdmin:output_type -> deckhand.v1.CreateAdminResponse
+	21, // 41: deckhand.v1.AdminService.IssueAdminCert:output_type -> deckhand.v1.IssueAdminCertResponse
+	23, // 42: deckhand.v1.AdminService.WhoAmI:output_type -> deckhand.v1.WhoAmIResponse
+	2,  // 43: deckhand.v1.AdminService.PlanDeployment:output_type -> deckhand.v1.PlanResponse
+	4,  // 44: deckhand.v1.AdminService.StartDeployment:output_type -> deckhand.v1.DeploymentInfo
+	6,  // 45: deckhand.v1.AdminService.ListDeployments:output_type -> deckhand.v1.ListDeploymentsResponse
+	4,  // 46: deckhand.v1.AdminService.GetDeployment:output_type -> deckhand.v1.DeploymentInfo
+	4,  // 47: deckhand.v1.AdminService.CancelDeployment:output_type -> deckhand.v1.DeploymentInfo
+	9,  // 48: deckhand.v1.AdminService.WatchDeployment:output_type -> deckhand.v1.DeploymentEvent
+	10, // 49: deckhand.v1.AdminService.DeploymentEvents:output_type -> deckhand.v1.DeploymentEventsResponse
+	35, // [35:50] is the sub-list for method output_type
+	20, // [20:35] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_deckhand_v1_admin_proto_init() }
@@ -1206,7 +2195,7 @@ func file_deckhand_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_deckhand_v1_admin_proto_rawDesc), len(file_deckhand_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

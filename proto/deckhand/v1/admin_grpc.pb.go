@@ -19,14 +19,21 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_ListAgents_FullMethodName      = "/deckhand.v1.AdminService/ListAgents"
-	AdminService_GetHostFacts_FullMethodName    = "/deckhand.v1.AdminService/GetHostFacts"
-	AdminService_CreateJoinToken_FullMethodName = "/deckhand.v1.AdminService/CreateJoinToken"
-	AdminService_RevokeAgent_FullMethodName     = "/deckhand.v1.AdminService/RevokeAgent"
-	AdminService_ListAudit_FullMethodName       = "/deckhand.v1.AdminService/ListAudit"
-	AdminService_CreateAdmin_FullMethodName     = "/deckhand.v1.AdminService/CreateAdmin"
-	AdminService_IssueAdminCert_FullMethodName  = "/deckhand.v1.AdminService/IssueAdminCert"
-	AdminService_WhoAmI_FullMethodName          = "/deckhand.v1.AdminService/WhoAmI"
+	AdminService_ListAgents_FullMethodName       = "/deckhand.v1.AdminService/ListAgents"
+	AdminService_GetHostFacts_FullMethodName     = "/deckhand.v1.AdminService/GetHostFacts"
+	AdminService_CreateJoinToken_FullMethodName  = "/deckhand.v1.AdminService/CreateJoinToken"
+	AdminService_RevokeAgent_FullMethodName      = "/deckhand.v1.AdminService/RevokeAgent"
+	AdminService_ListAudit_FullMethodName        = "/deckhand.v1.AdminService/ListAudit"
+	AdminService_CreateAdmin_FullMethodName      = "/deckhand.v1.AdminService/CreateAdmin"
+	AdminService_IssueAdminCert_FullMethodName   = "/deckhand.v1.AdminService/IssueAdminCert"
+	AdminService_WhoAmI_FullMethodName           = "/deckhand.v1.AdminService/WhoAmI"
+	AdminService_PlanDeployment_FullMethodName   = "/deckhand.v1.AdminService/PlanDeployment"
+	AdminService_StartDeployment_FullMethodName  = "/deckhand.v1.AdminService/StartDeployment"
+	AdminService_ListDeployments_FullMethodName  = "/deckhand.v1.AdminService/ListDeployments"
+	AdminService_GetDeployment_FullMethodName    = "/deckhand.v1.AdminService/GetDeployment"
+	AdminService_CancelDeployment_FullMethodName = "/deckhand.v1.AdminService/CancelDeployment"
+	AdminService_WatchDeployment_FullMethodName  = "/deckhand.v1.AdminService/WatchDeployment"
+	AdminService_DeploymentEvents_FullMethodName = "/deckhand.v1.AdminService/DeploymentEvents"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -52,6 +59,18 @@ type AdminServiceClient interface {
 	IssueAdminCert(ctx context.Context, in *IssueAdminCertRequest, opts ...grpc.CallOption) (*IssueAdminCertResponse, error)
 	// WhoAmI says who the caller is and which roles they hold.
 	WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error)
+	// PlanDeployment returns the exact plan a deployment would run.
+	PlanDeployment(ctx context.Context, in *DeploymentRequest, opts ...grpc.CallOption) (*PlanResponse, error)
+	// StartDeployment starts a rollout (deploy or dispatcher rollback).
+	StartDeployment(ctx context.Context, in *DeploymentRequest, opts ...grpc.CallOption) (*DeploymentInfo, error)
+	ListDeployments(ctx context.Context, in *ListDeploymentsRequest, opts ...grpc.CallOption) (*ListDeploymentsResponse, error)
+	GetDeployment(ctx context.Context, in *GetDeploymentRequest, opts ...grpc.CallOption) (*DeploymentInfo, error)
+	CancelDeployment(ctx context.Context, in *GetDeploymentRequest, opts ...grpc.CallOption) (*DeploymentInfo, error)
+	// WatchDeployment streams the deployment's event log from after_seq
+	// until it ends.
+	WatchDeployment(ctx context.Context, in *WatchDeploymentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DeploymentEvent], error)
+	// DeploymentEvents returns the event log (for `deckctl deployments logs`).
+	DeploymentEvents(ctx context.Context, in *WatchDeploymentRequest, opts ...grpc.CallOption) (*DeploymentEventsResponse, error)
 }
 
 type adminServiceClient struct {
@@ -142,6 +161,85 @@ func (c *adminServiceClient) WhoAmI(ctx context.Context, in *WhoAmIRequest, opts
 	return out, nil
 }
 
+func (c *adminServiceClient) PlanDeployment(ctx context.Context, in *DeploymentRequest, opts ...grpc.CallOption) (*PlanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlanResponse)
+	err := c.cc.Invoke(ctx, AdminService_PlanDeployment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) StartDeployment(ctx context.Context, in *DeploymentRequest, opts ...grpc.CallOption) (*DeploymentInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeploymentInfo)
+	err := c.cc.Invoke(ctx, AdminService_StartDeployment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListDeployments(ctx context.Context, in *ListDeploymentsRequest, opts ...grpc.CallOption) (*ListDeploymentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeploymentsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListDeployments_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetDeployment(ctx context.Context, in *GetDeploymentRequest, opts ...grpc.CallOption) (*DeploymentInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeploymentInfo)
+	err := c.cc.Invoke(ctx, AdminService_GetDeployment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) CancelDeployment(ctx context.Context, in *GetDeploymentRequest, opts ...grpc.CallOption) (*DeploymentInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeploymentInfo)
+	err := c.cc.Invoke(ctx, AdminService_CancelDeployment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) WatchDeployment(ctx context.Context, in *WatchDeploymentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DeploymentEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[0], AdminService_WatchDeployment_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchDeploymentRequest, DeploymentEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_WatchDeploymentClient = grpc.ServerStreamingClient[DeploymentEvent]
+
+func (c *adminServiceClient) DeploymentEvents(ctx context.Context, in *WatchDeploymentRequest, opts ...grpc.CallOption) (*DeploymentEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeploymentEventsResponse)
+	err := c.cc.Invoke(ctx, AdminService_DeploymentEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -165,6 +263,18 @@ type AdminServiceServer interface {
 	IssueAdminCert(context.Context, *IssueAdminCertRequest) (*IssueAdminCertResponse, error)
 	// WhoAmI says who the caller is and which roles they hold.
 	WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error)
+	// PlanDeployment returns the exact plan a deployment would run.
+	PlanDeployment(context.Context, *DeploymentRequest) (*PlanResponse, error)
+	// StartDeployment starts a rollout (deploy or dispatcher rollback).
+	StartDeployment(context.Context, *DeploymentRequest) (*DeploymentInfo, error)
+	ListDeployments(context.Context, *ListDeploymentsRequest) (*ListDeploymentsResponse, error)
+	GetDeployment(context.Context, *GetDeploymentRequest) (*DeploymentInfo, error)
+	CancelDeployment(context.Context, *GetDeploymentRequest) (*DeploymentInfo, error)
+	// WatchDeployment streams the deployment's event log from after_seq
+	// until it ends.
+	WatchDeployment(*WatchDeploymentRequest, grpc.ServerStreamingServer[DeploymentEvent]) error
+	// DeploymentEvents returns the event log (for `deckctl deployments logs`).
+	DeploymentEvents(context.Context, *WatchDeploymentRequest) (*DeploymentEventsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -198,6 +308,27 @@ func (UnimplementedAdminServiceServer) IssueAdminCert(context.Context, *IssueAdm
 }
 func (UnimplementedAdminServiceServer) WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WhoAmI not implemented")
+}
+func (UnimplementedAdminServiceServer) PlanDeployment(context.Context, *DeploymentRequest) (*PlanResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PlanDeployment not implemented")
+}
+func (UnimplementedAdminServiceServer) StartDeployment(context.Context, *DeploymentRequest) (*DeploymentInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartDeployment not implemented")
+}
+func (UnimplementedAdminServiceServer) ListDeployments(context.Context, *ListDeploymentsRequest) (*ListDeploymentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeployments not implemented")
+}
+func (UnimplementedAdminServiceServer) GetDeployment(context.Context, *GetDeploymentRequest) (*DeploymentInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDeployment not implemented")
+}
+func (UnimplementedAdminServiceServer) CancelDeployment(context.Context, *GetDeploymentRequest) (*DeploymentInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelDeployment not implemented")
+}
+func (UnimplementedAdminServiceServer) WatchDeployment(*WatchDeploymentRequest, grpc.ServerStreamingServer[DeploymentEvent]) error {
+	return status.Error(codes.Unimplemented, "method WatchDeployment not implemented")
+}
+func (UnimplementedAdminServiceServer) DeploymentEvents(context.Context, *WatchDeploymentRequest) (*DeploymentEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeploymentEvents not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -364,6 +495,125 @@ func _AdminService_WhoAmI_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_PlanDeployment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeploymentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).PlanDeployment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_PlanDeployment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).PlanDeployment(ctx, req.(*DeploymentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_StartDeployment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeploymentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).StartDeployment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_StartDeployment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).StartDeployment(ctx, req.(*DeploymentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListDeployments_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeploymentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListDeployments(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListDeployments_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListDeployments(ctx, req.(*ListDeploymentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetDeployment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDeploymentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetDeployment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetDeployment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetDeployment(ctx, req.(*GetDeploymentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_CancelDeployment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDeploymentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CancelDeployment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CancelDeployment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CancelDeployment(ctx, req.(*GetDeploymentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_WatchDeployment_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchDeploymentRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).WatchDeployment(m, &grpc.GenericServerStream[WatchDeploymentRequest, DeploymentEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_WatchDeploymentServer = grpc.ServerStreamingServer[DeploymentEvent]
+
+func _AdminService_DeploymentEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WatchDeploymentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeploymentEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeploymentEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeploymentEvents(ctx, req.(*WatchDeploymentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -403,7 +653,37 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "WhoAmI",
 			Handler:    _AdminService_WhoAmI_Handler,
 		},
+		{
+			MethodName: "PlanDeployment",
+			Handler:    _AdminService_PlanDeployment_Handler,
+		},
+		{
+			MethodName: "StartDeployment",
+			Handler:    _AdminService_StartDeployment_Handler,
+		},
+		{
+			MethodName: "ListDeployments",
+			Handler:    _AdminService_ListDeployments_Handler,
+		},
+		{
+			MethodName: "GetDeployment",
+			Handler:    _AdminService_GetDeployment_Handler,
+		},
+		{
+			MethodName: "CancelDeployment",
+			Handler:    _AdminService_CancelDeployment_Handler,
+		},
+		{
+			MethodName: "DeploymentEvents",
+			Handler:    _AdminService_DeploymentEvents_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchDeployment",
+			Handler:       _AdminService_WatchDeployment_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "deckhand/v1/admin.proto",
 }
