@@ -55,7 +55,7 @@ func (r *run) decideCleanup() error {
 			continue
 		}
 		if inst, ok := r.stepsOf(pr.publish)[kindInstall]; ok && r.state(inst.Key).Status == StepFailed && r.d.Request.Env.KeepPublishDetached() {
-			notes = append(notes, fmt.Sprintf("pair %d stays out of the load balancer: %s failed to install packages (keep_failed_publish_detached)", pr.n, pr.publish))
+			notes = append(notes, fmt.Sprintf("%s (pair %d) stays out of the load balancer: %s failed to install packages (keep_failed_publish_detached)", pr.dispatcher, pr.n, pr.publish))
 			continue
 		}
 		deployed := false
@@ -234,7 +234,7 @@ func (r *run) hostStates() map[string]string {
 					attachFailed = st.Error
 				}
 			default:
-				verb := strings.TrimPrefix(strings.TrimPrefix(st.Kind, "dispatcher_"), "package_")
+				verb := map[string]string{kindDeploy: "deploy", kindRestore: "restore", kindInstall: "install", kindFlush: "flush"}[st.Kind]
 				switch st.Status {
 				case StepSucceeded:
 					parts = append(parts, verb+" ok")
@@ -246,8 +246,6 @@ func (r *run) hostStates() map[string]string {
 					parts = append(parts, p)
 				case StepRunning:
 					parts = append(parts, verb+" interrupted")
-				case StepPending:
-					parts = append(parts, verb+" not run")
 				}
 			}
 		}
@@ -263,7 +261,13 @@ func (r *run) hostStates() map[string]string {
 		if l, ok := lbState[h.ID]; ok {
 			parts = append(parts, l)
 		}
-		if len(parts) == 0 {
+		touched := false
+		for _, key := range keys {
+			if started(r.states[key]) {
+				touched = true
+			}
+		}
+		if !touched {
 			parts = []string{"untouched"}
 		}
 		out[h.ID] = strings.Join(parts, "; ")

@@ -330,26 +330,31 @@ func (m *Manager) publish(id string, evs []Event) {
 	}
 }
 
-// Wait blocks until the deployment ends or ctx does.
+// Wait blocks until the deployment ends or ctx does. A deployment that a
+// restart has not resumed yet is polled until it is.
 func (m *Manager) Wait(ctx context.Context, id string) (*Deployment, error) {
-	m.mu.Lock()
-	done := m.notify[id]
-	m.mu.Unlock()
-	if done != nil {
+	for {
+		d, err := m.rec.get(id)
+		if err != nil {
+			return nil, err
+		}
+		if d.State.Done() {
+			return d, nil
+		}
+		m.mu.Lock()
+		done := m.notify[id]
+		m.mu.Unlock()
+		wait := time.After(50 * time.Millisecond)
+		if done != nil {
+			wait = nil
+		}
 		select {
 		case <-done:
+		case <-wait:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
-	d, err := m.rec.get(id)
-	if err != nil {
-		return nil, err
-	}
-	if !d.State.Done() {
-		return d, errors.New("deployment is not finished (the control plane is shutting down?)")
-	}
-	return d, nil
 }
 
 // run is one deployment being executed.
