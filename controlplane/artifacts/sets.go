@@ -62,7 +62,9 @@ type Artifact struct {
 }
 
 // Ref is the artifact as a task names it.
-func (a Artifact) Ref() task.Artifact { return task.Artifact{SHA256: a.SHA256, Size: a.Size, Name: a.Name} }
+func (a Artifact) Ref() task.Artifact {
+	return task.Artifact{SHA256: a.SHA256, Size: a.Size, Name: a.Name}
+}
 
 // ExternalDependency is a dependency of a package of a set that no package
 // of the set satisfies. It must already be installed on every target; the
@@ -273,14 +275,20 @@ func checkVersion(v string) error {
 	return nil
 }
 
-// SetID is the id of the set of version and digests (sorted and
-// de-duplicated by the caller): "set-" and 12 hex digits of a sha256 over
-// both. Twelve digits keep it short enough to type; a collision is
-// detected by Create, never silently merged.
+// SetID is the id of the set of version and digests: "set-" and 12 hex
+// digits of a sha256 over the version and the digests, lower-cased, sorted
+// and de-duplicated, so neither order nor repeats change it. Twelve digits
+// keep it short enough to type; a collision is detected by Create, never
+// silently merged.
 func SetID(version string, digests []string) string {
+	ds := make([]string, len(digests))
+	for i, d := range digests {
+		ds[i] = strings.ToLower(strings.TrimSpace(d))
+	}
+	slices.Sort(ds)
 	h := sha256.New()
 	io.WriteString(h, "deckhand artifact set v1\x00"+version)
-	for _, d := range digests {
+	for _, d := range slices.Compact(ds) {
 		io.WriteString(h, "\x00"+d)
 	}
 	return "set-" + hex.EncodeToString(h.Sum(nil))[:12]
