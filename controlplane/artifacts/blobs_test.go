@@ -3,6 +3,7 @@ package artifacts
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -46,4 +47,39 @@ func TestPutOpenDedup(t *testing.T) {
 	_, _, err = b.Open("../../etc/passwd")
 	require.ErrorContains(t, err, "is not a sha256 digest")
 	require.False(t, b.Has("zz"))
+}
+
+// failingReader returns some data, then an error: an upload cut short.
+type failingReader struct{ n int }
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.n > 0 {
+		n := min(len(p), f.n)
+		f.n -= n
+		return n, nil
+	}
+	return 0, errors.New("client went away")
+}
+
+func TestPutReportRemoveAndSourceErrors(t *testing.T) {
+	b, err := OpenBlobs(t.TempDir())
+	require.NoError(t, err)
+	d, _, existed, err := b.PutReport(strings.NewReader("x"))
+	require.NoError(t, err)
+	require.False(t, existed)
+	_, _, existed, err = b.PutReport(strings.NewReader("x"))
+	require.NoError(t, err)
+	require.True(t, existed, "the second put of the same bytes finds them stored")
+
+	require.NoError(t, b.Remove(d))
+	require.False(t, b.Has(d))
+	require.NoError(t, b.Remove(d), "removing an absent blob is not an error")
+	require.ErrorContains(t, b.Remove("../x"), "is not a sha256 digest")
+
+	// The source's error comes back unwrapped and nothing is kept.
+	_, _, _, err = b.PutReport(&failingReader{n: 100 << 10})
+	require.EqualError(t, err, "client went away")
+	left, err := os.ReadDir(filepath.Join(b.dir, "tmp"))
+	require.NoError(t, err)
+	require.Empty(t, left, "a failed upload leaves no temp file")
 }

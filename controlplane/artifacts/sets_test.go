@@ -51,10 +51,13 @@ func ctxT(t *testing.T) context.Context {
 }
 
 // push uploads data as name through the real client stream, in chunks.
+// It does not fail the test itself, so goroutines may call it.
 func push(t *testing.T, c pb.ArtifactServiceClient, name string, data []byte) (*pb.PushArtifactResponse, error) {
 	t.Helper()
 	st, err := c.PushArtifact(ctxT(t))
-	require.NoError(t, err)
+	if err != nil {
+		return nil, err
+	}
 	if err := st.Send(&pb.PushArtifactRequest{Msg: &pb.PushArtifactRequest_Header{Header: &pb.PushArtifactHeader{Name: name, Size: int64(len(data))}}}); err != nil {
 		return st.CloseAndRecv()
 	}
@@ -523,4 +526,27 @@ func TestSetsOnMemoryBackend(t *testing.T) {
 	_, _, err = sets.Create("1", []string{d}, "x")
 	require.ErrorIs(t, err, artifacts.ErrRefused)
 	require.ErrorContains(t, err, "is stored but was never pushed")
+}
+
+// TestConcurrentPushesOfTheSameBytes: several builders pushing the same
+// package at once all succeed and leave one blob and one record.
+func TestConcurrentPushesOfTheSameBytes(t *testing.T) {
+	ctl, c := start(t)
+	data := pkgZip("core", "1.0", "")
+	errs := make(chan error, 6)
+	for i := 0; i < cap(errs); i++ {
+		go func() {
+			_, err := push(t, c, "core.zip", data)
+			errs <- err
+		}()
+	}
+	for i := 0; i < cap(errs); i++ {
+		require.NoError(t, <-errs)
+	}
+	blobs, temps := blobFiles(t, ctl)
+	require.Equal(t, 1, blobs)
+	require.Zero(t, temps)
+	arts, err := c.ListArtifacts(ctxT(t), &pb.ListArtifactsRequest{})
+	require.NoError(t, err)
+	require.Len(t, arts.Artifacts, 1)
 }
