@@ -185,6 +185,16 @@ func (j *Journal) update(id string, fn func(*Entry) error) (Entry, error) {
 // stored entry is returned with created=false and nothing changes: that is
 // how a re-sent task is recognised.
 func (j *Journal) Begin(id, kind string, spec []byte, epoch uint64) (e Entry, created bool, err error) {
+	return j.begin(id, kind, spec, epoch, false)
+}
+
+// BeginAttempt is Begin followed by StartAttempt in one commit, for a task
+// whose work starts right away: one fsync fewer on every task's path.
+func (j *Journal) BeginAttempt(id, kind string, spec []byte, epoch uint64) (e Entry, created bool, err error) {
+	return j.begin(id, kind, spec, epoch, true)
+}
+
+func (j *Journal) begin(id, kind string, spec []byte, epoch uint64, attempt bool) (e Entry, created bool, err error) {
 	if id == "" {
 		return Entry{}, false, errors.New("journal: task without id")
 	}
@@ -198,6 +208,9 @@ func (j *Journal) Begin(id, kind string, spec []byte, epoch uint64) (e Entry, cr
 			return err
 		}
 		e = Entry{ID: id, Kind: kind, Spec: append([]byte{}, spec...), State: Running, ReceivedAt: j.now().UTC(), Epoch: epoch}
+		if attempt {
+			e.Attempts = 1
+		}
 		created = true
 		return put(tx, e)
 	})

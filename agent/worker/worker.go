@@ -174,7 +174,12 @@ func (w *Worker) Submit(spec task.Spec, raw []byte, epoch uint64, decodeErr erro
 	if spec.Kind != nil {
 		kind = spec.Kind.Name()
 	}
-	e, created, err := w.cfg.Journal.Begin(spec.ID, kind, raw, epoch)
+	h := w.cfg.Handlers[kind]
+	begin := w.cfg.Journal.Begin
+	if decodeErr == nil && h != nil {
+		begin = w.cfg.Journal.BeginAttempt
+	}
+	e, created, err := begin(spec.ID, kind, raw, epoch)
 	if err != nil {
 		// Not journaled, so not started: the server still has it open and
 		// sends it again on the next session.
@@ -208,10 +213,13 @@ func (w *Worker) Submit(spec task.Spec, raw []byte, epoch uint64, decodeErr erro
 		w.finish(spec.ID, &task.Result{TaskID: spec.ID, Status: task.StatusRefused, Error: decodeErr.Error(), FinishedAt: time.Now().UTC()})
 		return
 	}
-	h := w.cfg.Handlers[kind]
 	if h == nil {
 		w.finish(spec.ID, &task.Result{TaskID: spec.ID, Status: task.StatusRefused,
 			Error: fmt.Sprintf("this agent does not run %s tasks (its role or version does not support them)", kind), FinishedAt: time.Now().UTC()})
+		return
+	}
+	if created {
+		w.startJournaled(spec, h, &e)
 		return
 	}
 	w.start(spec, h)
@@ -261,7 +269,11 @@ func lastMark(e journal.Entry) string {
 	return e.Marks[len(e.Marks)-1].Name
 }
 
-func (w *Worker) start(spec task.Spec, h Handler) {
+func (w *Worker) start(spec task.Spec, h Handler) { w.startJournaled(spec, h, nil) }
+
+// startJournaled runs the task; entry is the journal entry when its
+// attempt was already counted (BeginAttempt), nil to count it now.
+func (w *Worker) startJournaled(spec task.Spec, h Handler, entry *journal.Entry) {
 	timeout := spec.Timeout
 	if timeout <= 0 {
 		timeout = w.cfg.DefaultTimeout
@@ -280,15 +292,18 @@ func (w *Worker) start(spec task.Spec, h Handler) {
 	go func() {
 		defer w.wg.Done()
 		defer cancel()
-		entry, err := w.cfg.Journal.StartAttempt(spec.ID)
-		if err != nil {
-			w.log.Error("cannot journal the start of a task", "task", spec.ID, "error", err)
-			w.forget(spec.ID)
-			return
+		if entry == nil {
+			e, err := w.cfg.Journal.StartAttempt(spec.ID)
+			if err != nil {
+				w.log.Error("cannot journal the start of a task", "task", spec.ID, "error", err)
+				w.forget(spec.ID)
+				return
+			}
+			entry = &e
 		}
 		started := time.Now().UTC()
 		w.log.Debug("task started", "task", spec.ID, "kind", spec.Kind.Name(), "attempt", entry.Attempts)
-		out, runErr := h.Run(ctx, &Task{Spec: spec, entry: entry, w: w})
+		out, runErr := h.Run(ctx, &Task{Spec: spec, entry: *entry, w: w})
 
 		w.mu.Lock()
 		shuttingDown := w.stopping && !rs.cancelled

@@ -231,6 +231,12 @@ var ErrUnknownHost = errors.New("host is not declared in the server config")
 // they are connected; agents that are not get them when they connect.
 // It returns once every task is durable.
 func (f *Fleet) Assign(ctx context.Context, specs ...task.Spec) error {
+	return f.AssignWith(ctx, nil, specs...)
+}
+
+// AssignWith is Assign with the caller's own writes committed in the same
+// transaction as the tasks (see store.CreateTasksWith).
+func (f *Fleet) AssignWith(ctx context.Context, extra func(store.Tx) error, specs ...task.Spec) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -252,7 +258,7 @@ func (f *Fleet) Assign(ctx context.Context, specs ...task.Spec) error {
 			Kind: sp.Kind.Name(), Epoch: f.cfg.Epoch, CreatedAt: sp.CreatedAt, Spec: raw,
 		})
 	}
-	stored, created, err := f.cfg.Store.CreateTasks(recs)
+	stored, created, err := f.cfg.Store.CreateTasksWith(recs, extra)
 	if err != nil {
 		return fmt.Errorf("persist tasks: %w", err)
 	}

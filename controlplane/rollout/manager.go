@@ -24,7 +24,8 @@ var ErrNotFound = kv.ErrNotFound
 
 // Fleet is what the runner needs from the fleet.
 type Fleet interface {
-	Assign(ctx context.Context, specs ...task.Spec) error
+	// AssignWith persists the tasks and extra's writes in one commit.
+	AssignWith(ctx context.Context, extra func(kv.Tx) error, specs ...task.Spec) error
 	Await(ctx context.Context, id string) (*task.Result, error)
 }
 
@@ -465,15 +466,22 @@ func (r *run) run(ctx context.Context) {
 }
 
 // runGroup runs the steps of a group in parallel; any failure fails the
-// group after every step of it has ended.
+// group after every step of it has ended. The group's steps start in one
+// commit together with their tasks.
 func (r *run) runGroup(ctx context.Context, steps []Step) error {
+	if err := r.startGroup(ctx, steps); err != nil {
+		if ctx.Err() != nil {
+			return errShutdown
+		}
+		return err
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(steps))
 	for i, s := range steps {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = r.runStep(ctx, s.Key, s.Host, s.Pair, s.Task)
+			errs[i] = r.awaitStep(ctx, s.Key, s.Task)
 		}()
 	}
 	wg.Wait()
@@ -485,11 +493,73 @@ func (r *run) runGroup(ctx context.Context, steps []Step) error {
 	return errors.Join(errs...)
 }
 
-// runStep moves one step through pending -> running -> succeeded/failed.
-// A step already finished (before a restart) is not touched; a running one
-// is re-assigned with the same task id, which the fleet and the agent
+func (r *run) taskSpec(key, host string, k task.Kind) (task.Spec, error) {
+	id, err := task.ID(r.d.ID, key, host)
+	if err != nil {
+		return task.Spec{}, err
+	}
+	return task.Spec{ID: id, ExecutionID: r.d.ID, Step: key, HostID: host, Timeout: r.plan.stepTimeout(r.d.Request.Env), Kind: k}, nil
+}
+
+// startGroup marks the group's pending steps running and (re)assigns the
+// tasks of every unfinished step, all in one commit. A step that was
+// running before a restart keeps its task id, which the fleet and the agent
 // answer from their records instead of running it again.
-func (r *run) runStep(ctx context.Context, key, host string, pair int, k task.Kind) error {
+func (r *run) startGroup(ctx context.Context, steps []Step) error {
+	var specs []task.Spec
+	var started []StepState
+	var events []Event
+	now := r.m.now().UTC()
+	for _, s := range steps {
+		st := r.state(s.Key)
+		if st.Status == StepSucceeded || st.Status == StepSkipped || st.Status == StepFailed {
+			continue
+		}
+		spec, err := r.taskSpec(s.Key, s.Host, s.Task)
+		if err != nil {
+			return err
+		}
+		specs = append(specs, spec)
+		if st.Status == StepPending || st.Status == "" {
+			started = append(started, StepState{V: 1, Key: s.Key, Host: s.Host, Kind: s.Kind(), Pair: s.Pair, Group: st.Group, Status: StepRunning, TaskID: spec.ID, StartedAt: now})
+			events = append(events, Event{Kind: EventStepStarted, Step: s.Key, Task: s.Kind(), Host: s.Host, Pair: s.Pair, At: now})
+		}
+	}
+	if len(specs) == 0 {
+		return nil
+	}
+	r.mu.Lock()
+	seq := r.d.EventSeq
+	err := r.m.fleet.AssignWith(ctx, func(tx kv.Tx) error {
+		r.d.EventSeq = seq // the function may run again after a failed commit
+		for _, st := range started {
+			if err := put(tx, bucketSteps, stepKey(r.d.ID, st.Key), st); err != nil {
+				return err
+			}
+		}
+		for i := range events {
+			if err := r.m.rec.appendEvent(tx, r.d, events[i]); err != nil {
+				return err
+			}
+			events[i].Seq = r.d.EventSeq
+		}
+		return nil
+	}, specs...)
+	if err != nil {
+		r.d.EventSeq = seq
+		r.mu.Unlock()
+		return fmt.Errorf("start steps: %w", err)
+	}
+	for _, st := range started {
+		r.states[st.Key] = st
+	}
+	r.mu.Unlock()
+	r.m.publish(r.d.ID, events)
+	return nil
+}
+
+// awaitStep waits for a started step's task and records how it ended.
+func (r *run) awaitStep(ctx context.Context, key string, k task.Kind) error {
 	st := r.state(key)
 	switch st.Status {
 	case StepSucceeded, StepSkipped:
@@ -497,43 +567,26 @@ func (r *run) runStep(ctx context.Context, key, host string, pair int, k task.Ki
 	case StepFailed:
 		return fmt.Errorf("%s failed: %s", key, st.Error)
 	}
-	id, err := task.ID(r.d.ID, key, host)
-	if err != nil {
-		return err
-	}
-	if st.Status == StepPending || st.Status == "" {
-		st = StepState{Key: key, Host: host, Kind: k.Name(), Pair: pair, Group: st.Group, Status: StepRunning, TaskID: id, StartedAt: r.m.now().UTC()}
-		if err := r.setStep(st, &Event{Kind: EventStepStarted, Step: key, Task: k.Name(), Host: host, Pair: pair}); err != nil {
-			return fmt.Errorf("persist step %s: %w", key, err)
-		}
-	}
 	timeout := r.plan.stepTimeout(r.d.Request.Env)
-	spec := task.Spec{ID: id, ExecutionID: r.d.ID, Step: key, HostID: host, Timeout: timeout, Kind: k}
-	if err := r.m.fleet.Assign(ctx, spec); err != nil {
-		if ctx.Err() != nil {
-			return errShutdown
-		}
-		return r.failStep(st, k, "cannot assign: "+err.Error(), nil)
-	}
 	deadline := st.StartedAt.Add(timeout + time.Minute) // the agent's own bound, plus transfer slack
 	sctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	res, err := r.m.fleet.Await(sctx, id)
+	res, err := r.m.fleet.Await(sctx, st.TaskID)
 	if err != nil {
 		if ctx.Err() != nil {
 			return errShutdown
 		}
-		return r.failStep(st, k, fmt.Sprintf("no result from %s by %s (is its agent online?): %v", host, deadline.Format(time.RFC3339), err), nil)
+		return r.failStep(st, k, fmt.Sprintf("no result from %s by %s (is its agent online?): %v", st.Host, deadline.Format(time.RFC3339), err), nil)
 	}
 	if res.Status != task.StatusSucceeded {
 		return r.failStep(st, k, res.Error, res)
 	}
 	st.Status, st.FinishedAt, st.Summary = StepSucceeded, r.m.now().UTC(), summarize(res)
-	ev := Event{Kind: EventStepFinished, Step: key, Task: k.Name(), Host: host, Pair: pair, Status: StepSucceeded, Attempts: res.Attempts, Message: st.Summary}
+	ev := Event{Kind: EventStepFinished, Step: key, Task: k.Name(), Host: st.Host, Pair: st.Pair, Status: StepSucceeded, Attempts: res.Attempts, Message: st.Summary}
 	if err := r.setStep(st, &ev); err != nil {
 		return fmt.Errorf("persist step %s: %w", key, err)
 	}
-	r.log.Info("step finished", "step", key, "host", host, "took", st.FinishedAt.Sub(st.StartedAt).Round(time.Millisecond))
+	r.log.Debug("step finished", "step", key, "host", st.Host, "took", st.FinishedAt.Sub(st.StartedAt).Round(time.Millisecond))
 	return nil
 }
 

@@ -110,12 +110,14 @@ func (s *sim) startOrder() []string {
 }
 
 type env struct {
-	t   *testing.T
+	t   testing.TB
 	c   *servertest.Control
 	sim *sim
 }
 
-func start(t *testing.T, hosts ...string) *env {
+func start(t *testing.T, hosts ...string) *env { return startWith(t, topology, hosts...) }
+
+func startWith(t testing.TB, topology string, hosts ...string) *env {
 	c := servertest.Start(t, servertest.Options{Topology: topology, HeartbeatInterval: 200 * time.Millisecond})
 	e := &env{t: t, c: c, sim: newSim()}
 	handlers := map[string]worker.Handler{}
@@ -139,7 +141,7 @@ func start(t *testing.T, hosts ...string) *env {
 			}
 		}
 		return true
-	}, 20*time.Second, 10*time.Millisecond)
+	}, 60*time.Second, 10*time.Millisecond)
 	return e
 }
 

@@ -41,6 +41,7 @@ import (
 	"github.com/deckhand-dev/deckhand/pkg/kv"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -81,6 +82,22 @@ const FileName = "deckhand-server.db"
 // use; every method is one transaction.
 type Store struct {
 	b Backend
+	// inflight counts concurrent batched writers: one alone commits at
+	// once, several share a commit (see batch).
+	inflight atomic.Int64
+}
+
+// batch runs fn as its own commit when it is the only writer in flight,
+// and through the backend's Batch when others are (a fan-out's results, a
+// crowd of agents reconnecting): a lone writer should not wait for company
+// that is not coming, a crowd should share fsyncs.
+func (s *Store) batch(fn func(Tx) error) error {
+	n := s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	if n == 1 {
+		return s.b.Update(fn)
+	}
+	return s.b.Batch(fn)
 }
 
 // Open opens the bbolt store in dataDir.
@@ -220,9 +237,21 @@ func openKey(host, id string) string { return host + "\x00" + id }
 // input, the stored task and whether this call created it. An existing task
 // with the same id is returned unchanged: re-planning is idempotent.
 func (s *Store) CreateTasks(tasks []Task) ([]Task, []bool, error) {
+	return s.CreateTasksWith(tasks, nil)
+}
+
+// CreateTasksWith is CreateTasks with extra writes of the caller's (a
+// rollout step's start) in the same commit, so "step started" and "task
+// created" are durable together with one fsync.
+func (s *Store) CreateTasksWith(tasks []Task, extra func(Tx) error) ([]Task, []bool, error) {
 	out := make([]Task, len(tasks))
 	created := make([]bool, len(tasks))
 	err := s.b.Update(func(tx Tx) error {
+		if extra != nil {
+			if err := extra(tx); err != nil {
+				return err
+			}
+		}
 		for i, t := range tasks {
 			if t.ID == "" || t.HostID == "" {
 				return fmt.Errorf("store: task needs an id and a host")
@@ -296,7 +325,7 @@ var ErrWrongHost = errors.New("task belongs to another host")
 // a duplicate and the first is kept. A result for an unknown task returns
 // ErrNotFound; one from the wrong host, ErrWrongHost.
 func (s *Store) FinishTask(id, host, status string, result []byte, at time.Time) (t Task, first bool, err error) {
-	err = s.b.Batch(func(tx Tx) error {
+	err = s.batch(func(tx Tx) error {
 		first = false // Batch may run fn again
 		t = Task{ID: id, HostID: host}
 		if tx.Get(bucketTasksOpen, openKey(host, id)) != nil {
@@ -356,7 +385,7 @@ func (s *Store) PutAgent(a Agent) error {
 	if err != nil {
 		return err
 	}
-	return s.b.Batch(func(tx Tx) error { return tx.Put(bucketAgents, a.HostID, raw) })
+	return s.batch(func(tx Tx) error { return tx.Put(bucketAgents, a.HostID, raw) })
 }
 
 // Agent returns one agent record, or ErrNotFound.
