@@ -203,4 +203,3 @@ func (a *Admin) WatchDeployment(req *pb.WatchDeploymentRequest, stream grpc.Serv
 	}
 	return nil
 }
-

@@ -3,8 +3,8 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"io"
 	"crypto/x509"
+	"io"
 	"net"
 	"os"
 	"path/filepath"

@@ -165,7 +165,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	gs := grpc.NewServer(gopts...)
 	pb.RegisterAgentServiceServer(gs, fl)
 	rollouts := rollout.NewManager(st.Backend(), fl, log)
-	pb.RegisterAdminServiceServer(gs, &api.Admin{Fleet: fl, Store: st, Hosts: cfg, PKI: ca, ServerAddress: addr, Config: cfg, Rollouts: rollouts, Sets: opts.Sets})
+	sets := opts.Sets
+	if sets == nil {
+		sets = SetResolver(artifacts.NewSets(blobs, st.Backend()))
+	}
+	pb.RegisterAdminServiceServer(gs, &api.Admin{Fleet: fl, Store: st, Hosts: cfg, PKI: ca, ServerAddress: addr, Config: cfg, Rollouts: rollouts, Sets: sets})
 	pb.RegisterArtifactServiceServer(gs, artifacts.NewService(artifacts.NewSets(blobs, st.Backend()), authz.Record))
 	if ca != nil {
 		pb.RegisterEnrollServiceServer(gs, &pki.EnrollServer{P: ca, Audit: authz.Record})
@@ -272,4 +276,23 @@ func (s *Server) Stop() {
 		}
 		s.log.Info("server stopped")
 	})
+}
+
+// SetResolver adapts the artifact store's sets to what a rollout ships.
+func SetResolver(sets *artifacts.Sets) api.SetResolver {
+	return func(id string) (rollout.Artifacts, error) {
+		set, err := sets.Get(id)
+		if err != nil {
+			return rollout.Artifacts{}, err
+		}
+		var out rollout.Artifacts
+		for _, p := range set.Packages {
+			out.Packages = append(out.Packages, p.Ref())
+		}
+		if set.Dispatcher != nil {
+			ref := set.Dispatcher.Ref()
+			out.Dispatcher = &ref
+		}
+		return out, nil
+	}
 }

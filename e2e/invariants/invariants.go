@@ -81,7 +81,7 @@ func Check(events []Event, o Options) error {
 
 	starts := map[string]int{}
 	ends := map[string]int{}
-	out := map[int]bool{}       // pairs currently out of the load balancer
+	out := map[int]bool{}        // pairs currently out of the load balancer
 	detached := map[string]int{} // dispatcher -> pair, while out
 	maxOut := 0
 	authorInstalls, authorDone := 0, 0
