@@ -330,7 +330,14 @@ func (v *validator) check(from string, line int, directive, arg string, dispatch
 	}
 	for _, c := range inTree {
 		if hasMeta(c) {
-			if len(v.tree.glob(c)) > 0 {
+			if matches := v.tree.glob(c); len(matches) > 0 {
+				// Apache opens every match: an enabled_* link whose target
+				// is not in the artifact fails the include.
+				for _, m := range matches {
+					if _, _, ok := v.tree.resolve(m); !ok {
+						v.add(Missing{Path: m, RefFile: from, RefLine: line, Directive: directive, Reason: "dangling symlink matched by the wildcard (its target is not in the artifact)"})
+					}
+				}
 				return
 			}
 		} else if _, _, ok := v.tree.resolve(c); ok {
@@ -345,12 +352,17 @@ func (v *validator) check(from string, line int, directive, arg string, dispatch
 	if v.cfg.IsImmutable(target) {
 		reason = "immutable file missing on the host (the artifact's copy of an immutable file is ignored)"
 	}
-	key := fmt.Sprintf("%s\x00%s\x00%d", target, from, line)
+	v.add(Missing{Path: target, RefFile: from, RefLine: line, Directive: directive, Reason: reason})
+}
+
+// add records m once per (path, referencing file, line).
+func (v *validator) add(m Missing) {
+	key := fmt.Sprintf("%s\x00%s\x00%d", m.Path, m.RefFile, m.RefLine)
 	if v.seen[key] {
 		return
 	}
 	v.seen[key] = true
-	v.missing = append(v.missing, Missing{Path: target, RefFile: from, RefLine: line, Directive: directive, Reason: reason})
+	v.missing = append(v.missing, m)
 }
 
 // directive is one Apache config line, continuation lines joined.
