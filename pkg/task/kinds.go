@@ -37,6 +37,39 @@ type LBDetach struct{}
 // LBAttach puts the host back and waits until it is in service.
 type LBAttach struct{}
 
+// Build clones Repository at Branch on a builder and runs the builder's
+// build profile Profile, then uploads target/*.zip.
+type Build struct {
+	Repository string
+	Branch     string
+	Profile    string
+}
+
+// CodeScan runs the builder's scan profile in the workspace of BuildTaskID.
+type CodeScan struct {
+	BuildTaskID string
+	Profile     string
+}
+
+// BuildOutput answers Build.
+type BuildOutput struct {
+	Commit    string     `json:"commit"`
+	Artifacts []Artifact `json:"artifacts"`
+	LogTail   string     `json:"log_tail,omitempty"`
+	ExitCode  int        `json:"exit_code"`
+}
+
+// CodeScanOutput answers CodeScan.
+type CodeScanOutput struct {
+	Metrics  []byte `json:"metrics"`
+	LogTail  string `json:"log_tail,omitempty"`
+	ExitCode int    `json:"exit_code"`
+}
+
+// Name implements Kind.
+func (Build) Name() string    { return "build" }
+func (CodeScan) Name() string { return "code_scan" }
+
 // Name implements Kind.
 func (DispatcherDeploy) Name() string  { return "dispatcher_deploy" }
 func (DispatcherRestore) Name() string { return "dispatcher_restore" }
@@ -120,6 +153,10 @@ func kindToProto(k Kind, t *pb.Task) error {
 		t.Kind = &pb.Task_LbDetach{LbDetach: &pb.LoadBalancerDetachTask{}}
 	case LBAttach:
 		t.Kind = &pb.Task_LbAttach{LbAttach: &pb.LoadBalancerAttachTask{}}
+	case Build:
+		t.Kind = &pb.Task_Build{Build: &pb.BuildTask{Repository: k.Repository, Branch: k.Branch, Profile: k.Profile}}
+	case CodeScan:
+		t.Kind = &pb.Task_CodeScan{CodeScan: &pb.CodeScanTask{BuildTaskId: k.BuildTaskID, Profile: k.Profile}}
 	case nil:
 		return fmt.Errorf("task has no kind")
 	default:
@@ -155,6 +192,14 @@ func kindFromProto(t *pb.Task) (Kind, error) {
 		return LBDetach{}, nil
 	case *pb.Task_LbAttach:
 		return LBAttach{}, nil
+	case *pb.Task_Build:
+		b := k.Build
+		if b.GetRepository() == "" || b.GetBranch() == "" || b.GetProfile() == "" {
+			return nil, fmt.Errorf("task %s: build needs a repository, a branch and a profile", t.Id)
+		}
+		return Build{Repository: b.GetRepository(), Branch: b.GetBranch(), Profile: b.GetProfile()}, nil
+	case *pb.Task_CodeScan:
+		return CodeScan{BuildTaskID: k.CodeScan.GetBuildTaskId(), Profile: k.CodeScan.GetProfile()}, nil
 	case nil:
 		return nil, fmt.Errorf("task %s has no kind (sent by a newer server?)", t.Id)
 	default:
@@ -182,6 +227,14 @@ func outputToProto(o any, r *pb.TaskResult) error {
 			p.Packages = append(p.Packages, &pb.PackageOutcome{Id: x.ID, Status: x.Status, Message: x.Message, Took: durationpb.New(x.Took), Sha256: x.SHA256})
 		}
 		r.Output = &pb.TaskResult_PackageInstall{PackageInstall: p}
+	case *BuildOutput:
+		p := &pb.BuildOutput{Commit: o.Commit, LogTail: o.LogTail, ExitCode: int32(o.ExitCode)}
+		for _, a := range o.Artifacts {
+			p.Artifacts = append(p.Artifacts, artifactToProto(a))
+		}
+		r.Output = &pb.TaskResult_Build{Build: p}
+	case *CodeScanOutput:
+		r.Output = &pb.TaskResult_CodeScan{CodeScan: &pb.CodeScanOutput{Metrics: o.Metrics, LogTail: o.LogTail, ExitCode: int32(o.ExitCode)}}
 	case *LBOutput:
 		r.Output = &pb.TaskResult_Lb{Lb: &pb.LoadBalancerOutput{State: o.State, Detail: o.Detail, Waited: durationpb.New(o.Waited), Drained: o.Drained, RemainingSessions: int32(o.RemainingSessions)}}
 	default:
@@ -211,6 +264,16 @@ func outputFromProto(p *pb.TaskResult) (any, error) {
 			out.Packages = append(out.Packages, PackageOutcome{ID: x.Id, Status: x.Status, Message: x.Message, Took: x.Took.AsDuration(), SHA256: x.Sha256})
 		}
 		return out, nil
+	case *pb.TaskResult_Build:
+		b := o.Build
+		out := &BuildOutput{Commit: b.Commit, LogTail: b.LogTail, ExitCode: int(b.ExitCode)}
+		for _, a := range b.Artifacts {
+			out.Artifacts = append(out.Artifacts, artifactFromProto(a))
+		}
+		return out, nil
+	case *pb.TaskResult_CodeScan:
+		c := o.CodeScan
+		return &CodeScanOutput{Metrics: c.Metrics, LogTail: c.LogTail, ExitCode: int(c.ExitCode)}, nil
 	case *pb.TaskResult_Lb:
 		l := o.Lb
 		return &LBOutput{State: l.State, Detail: l.Detail, Waited: l.Waited.AsDuration(), Drained: l.Drained, RemainingSessions: int(l.RemainingSessions)}, nil

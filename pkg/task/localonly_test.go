@@ -25,6 +25,11 @@ func TestNoTaskCarriesACommand(t *testing.T) {
 		"deckhand.v1.DispatcherRestoreTask.backup_id": "names a backup the agent made; looked up in its own index",
 		"deckhand.v1.CacheFlushTask.invalidate_paths": "cache paths, validated absolute without '..'; sent as HTTP headers or resolved under the configured docroot",
 		"deckhand.v1.CacheFlushTask.flush_paths":      "as invalidate_paths",
+		"deckhand.v1.BuildTask.repository":            "cloned with git (argv, no shell) only when it matches the builder's own allowed_repositories",
+		"deckhand.v1.BuildTask.branch":                "a git ref, validated (no leading '-', no '..') and passed after '--'",
+		"deckhand.v1.BuildTask.profile":               "names a build profile in the builder's config; the command lives there",
+		"deckhand.v1.CodeScanTask.build_task_id":      "names the workspace of an earlier build task",
+		"deckhand.v1.CodeScanTask.profile":            "names a scan profile in the builder's config; the command lives there",
 	}
 	seen := map[protoreflect.FullName]bool{}
 	var walk func(md protoreflect.MessageDescriptor)

@@ -61,6 +61,8 @@ func TestEveryKindRoundTrips(t *testing.T) {
 		PackageInstall{Packages: []Artifact{{SHA256: "1"}, {SHA256: "2", Name: "p.zip"}}},
 		LBDetach{},
 		LBAttach{},
+		Build{Repository: "https://git.example.com/site.git", Branch: "main", Profile: "maven"},
+		CodeScan{BuildTaskID: "e/build/b1", Profile: "sonar"},
 	}
 	for _, k := range kinds {
 		b, err := MarshalSpec(Spec{ID: "x", Kind: k})
@@ -79,6 +81,8 @@ func TestEveryOutputRoundTrips(t *testing.T) {
 		&CacheFlushOutput{Paths: []FlushedPath{{Path: "/content", Action: "flush", Removed: 2}}},
 		&PackageInstallOutput{Packages: []PackageOutcome{{ID: "g:n:1", Status: "installed", Took: time.Second, SHA256: "x"}}},
 		&LBOutput{State: "detached", Waited: time.Millisecond, Drained: true},
+		&BuildOutput{Commit: "abc", Artifacts: []Artifact{{SHA256: "x", Name: "a.zip", Size: 1}}, LogTail: "BUILD SUCCESS", ExitCode: 0},
+		&CodeScanOutput{Metrics: []byte(`{"coverage":60}`), ExitCode: 0},
 	}
 	for _, o := range outs {
 		b, err := MarshalResult(&Result{TaskID: "x", Status: StatusFailed, Error: "e", Output: o})

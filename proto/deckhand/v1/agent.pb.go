@@ -136,6 +136,218 @@ func (TaskStatus) EnumDescriptor() ([]byte, []int) {
 	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
+type UploadArtifactRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*UploadArtifactRequest_Header
+	//	*UploadArtifactRequest_Chunk
+	Msg           isUploadArtifactRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadArtifactRequest) Reset() {
+	*x = UploadArtifactRequest{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadArtifactRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadArtifactRequest) ProtoMessage() {}
+
+func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadArtifactRequest.ProtoReflect.Descriptor instead.
+func (*UploadArtifactRequest) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *UploadArtifactRequest) GetMsg() isUploadArtifactRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *UploadArtifactRequest) GetHeader() *UploadHeader {
+	if x != nil {
+		if x, ok := x.Msg.(*UploadArtifactRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *UploadArtifactRequest) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*UploadArtifactRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isUploadArtifactRequest_Msg interface {
+	isUploadArtifactRequest_Msg()
+}
+
+type UploadArtifactRequest_Header struct {
+	Header *UploadHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type UploadArtifactRequest_Chunk struct {
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*UploadArtifactRequest_Header) isUploadArtifactRequest_Msg() {}
+
+func (*UploadArtifactRequest_Chunk) isUploadArtifactRequest_Msg() {}
+
+type UploadHeader struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// name is the file name (no directories), e.g. "site.ui.apps-1.0.zip".
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Size          int64  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadHeader) Reset() {
+	*x = UploadHeader{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadHeader) ProtoMessage() {}
+
+func (x *UploadHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
+func (*UploadHeader) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *UploadHeader) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *UploadHeader) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UploadHeader) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+type UploadArtifactResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Sha256 string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size   int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// kind is "aem-package" or "dispatcher-config".
+	Kind          string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	AlreadyStored bool   `protobuf:"varint,4,opt,name=already_stored,json=alreadyStored,proto3" json:"already_stored,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadArtifactResponse) Reset() {
+	*x = UploadArtifactResponse{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadArtifactResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadArtifactResponse) ProtoMessage() {}
+
+func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadArtifactResponse.ProtoReflect.Descriptor instead.
+func (*UploadArtifactResponse) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *UploadArtifactResponse) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *UploadArtifactResponse) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *UploadArtifactResponse) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *UploadArtifactResponse) GetAlreadyStored() bool {
+	if x != nil {
+		return x.AlreadyStored
+	}
+	return false
+}
+
 type EnrollRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	HostId string                 `protobuf:"bytes,1,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
@@ -149,7 +361,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[0]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -161,7 +373,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[0]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -174,7 +386,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EnrollRequest) GetHostId() string {
@@ -209,7 +421,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[1]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -221,7 +433,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[1]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -234,7 +446,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EnrollResponse) GetCertificate() []byte {
@@ -268,7 +480,7 @@ type AgentMessage struct {
 
 func (x *AgentMessage) Reset() {
 	*x = AgentMessage{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[2]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -280,7 +492,7 @@ func (x *AgentMessage) String() string {
 func (*AgentMessage) ProtoMessage() {}
 
 func (x *AgentMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[2]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -293,7 +505,7 @@ func (x *AgentMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentMessage.ProtoReflect.Descriptor instead.
 func (*AgentMessage) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AgentMessage) GetMsg() isAgentMessage_Msg {
@@ -399,7 +611,7 @@ type ServerMessage struct {
 
 func (x *ServerMessage) Reset() {
 	*x = ServerMessage{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[3]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +623,7 @@ func (x *ServerMessage) String() string {
 func (*ServerMessage) ProtoMessage() {}
 
 func (x *ServerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[3]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +636,7 @@ func (x *ServerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerMessage.ProtoReflect.Descriptor instead.
 func (*ServerMessage) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ServerMessage) GetMsg() isServerMessage_Msg {
@@ -525,7 +737,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[4]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +749,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[4]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +762,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -570,7 +782,7 @@ type RenewResponse struct {
 
 func (x *RenewResponse) Reset() {
 	*x = RenewResponse{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[5]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +794,7 @@ func (x *RenewResponse) String() string {
 func (*RenewResponse) ProtoMessage() {}
 
 func (x *RenewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[5]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +807,7 @@ func (x *RenewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
 func (*RenewResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RenewResponse) GetCertificate() []byte {
@@ -632,7 +844,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[6]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -644,7 +856,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[6]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -657,7 +869,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Hello) GetHostId() string {
@@ -705,7 +917,7 @@ type HeldTask struct {
 
 func (x *HeldTask) Reset() {
 	*x = HeldTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[7]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +929,7 @@ func (x *HeldTask) String() string {
 func (*HeldTask) ProtoMessage() {}
 
 func (x *HeldTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[7]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +942,7 @@ func (x *HeldTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeldTask.ProtoReflect.Descriptor instead.
 func (*HeldTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HeldTask) GetTaskId() string {
@@ -763,7 +975,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[8]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +987,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[8]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +1000,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Welcome) GetHeartbeatInterval() *durationpb.Duration {
@@ -830,7 +1042,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[9]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -842,7 +1054,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[9]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -855,7 +1067,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
@@ -884,7 +1096,7 @@ type Assign struct {
 
 func (x *Assign) Reset() {
 	*x = Assign{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[10]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +1108,7 @@ func (x *Assign) String() string {
 func (*Assign) ProtoMessage() {}
 
 func (x *Assign) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[10]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1121,7 @@ func (x *Assign) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assign.ProtoReflect.Descriptor instead.
 func (*Assign) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Assign) GetTask() *Task {
@@ -936,7 +1148,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[11]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1160,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[11]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1173,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Cancel) GetTaskId() string {
@@ -987,7 +1199,7 @@ type AckResult struct {
 
 func (x *AckResult) Reset() {
 	*x = AckResult{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[12]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1211,7 @@ func (x *AckResult) String() string {
 func (*AckResult) ProtoMessage() {}
 
 func (x *AckResult) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[12]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1224,7 @@ func (x *AckResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckResult.ProtoReflect.Descriptor instead.
 func (*AckResult) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AckResult) GetTaskId() string {
@@ -1045,6 +1257,8 @@ type Task struct {
 	//	*Task_PackageInstall
 	//	*Task_LbDetach
 	//	*Task_LbAttach
+	//	*Task_Build
+	//	*Task_CodeScan
 	Kind          isTask_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1052,7 +1266,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[13]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1278,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[13]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1291,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Task) GetId() string {
@@ -1192,6 +1406,24 @@ func (x *Task) GetLbAttach() *LoadBalancerAttachTask {
 	return nil
 }
 
+func (x *Task) GetBuild() *BuildTask {
+	if x != nil {
+		if x, ok := x.Kind.(*Task_Build); ok {
+			return x.Build
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetCodeScan() *CodeScanTask {
+	if x != nil {
+		if x, ok := x.Kind.(*Task_CodeScan); ok {
+			return x.CodeScan
+		}
+	}
+	return nil
+}
+
 type isTask_Kind interface {
 	isTask_Kind()
 }
@@ -1224,6 +1456,14 @@ type Task_LbAttach struct {
 	LbAttach *LoadBalancerAttachTask `protobuf:"bytes,16,opt,name=lb_attach,json=lbAttach,proto3,oneof"`
 }
 
+type Task_Build struct {
+	Build *BuildTask `protobuf:"bytes,17,opt,name=build,proto3,oneof"`
+}
+
+type Task_CodeScan struct {
+	CodeScan *CodeScanTask `protobuf:"bytes,18,opt,name=code_scan,json=codeScan,proto3,oneof"`
+}
+
 func (*Task_HostFacts) isTask_Kind() {}
 
 func (*Task_DispatcherDeploy) isTask_Kind() {}
@@ -1238,6 +1478,127 @@ func (*Task_LbDetach) isTask_Kind() {}
 
 func (*Task_LbAttach) isTask_Kind() {}
 
+func (*Task_Build) isTask_Kind() {}
+
+func (*Task_CodeScan) isTask_Kind() {}
+
+// BuildTask clones a repository at a branch into a fresh workspace on a
+// builder and runs one of the builder's own build profiles there, then
+// uploads every target/*.zip. The task names a profile, never a command.
+type BuildTask struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Repository    string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	Branch        string                 `protobuf:"bytes,2,opt,name=branch,proto3" json:"branch,omitempty"`
+	Profile       string                 `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildTask) Reset() {
+	*x = BuildTask{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildTask) ProtoMessage() {}
+
+func (x *BuildTask) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildTask.ProtoReflect.Descriptor instead.
+func (*BuildTask) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *BuildTask) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *BuildTask) GetBranch() string {
+	if x != nil {
+		return x.Branch
+	}
+	return ""
+}
+
+func (x *BuildTask) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+// CodeScanTask runs one of the builder's scan profiles in the workspace of
+// the same execution's build and returns the metrics file it wrote.
+type CodeScanTask struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BuildTaskId   string                 `protobuf:"bytes,1,opt,name=build_task_id,json=buildTaskId,proto3" json:"build_task_id,omitempty"`
+	Profile       string                 `protobuf:"bytes,2,opt,name=profile,proto3" json:"profile,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CodeScanTask) Reset() {
+	*x = CodeScanTask{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CodeScanTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CodeScanTask) ProtoMessage() {}
+
+func (x *CodeScanTask) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CodeScanTask.ProtoReflect.Descriptor instead.
+func (*CodeScanTask) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CodeScanTask) GetBuildTaskId() string {
+	if x != nil {
+		return x.BuildTaskId
+	}
+	return ""
+}
+
+func (x *CodeScanTask) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
 // ArtifactRef names a blob in the control plane's artifact store.
 type ArtifactRef struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -1251,7 +1612,7 @@ type ArtifactRef struct {
 
 func (x *ArtifactRef) Reset() {
 	*x = ArtifactRef{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[14]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1624,7 @@ func (x *ArtifactRef) String() string {
 func (*ArtifactRef) ProtoMessage() {}
 
 func (x *ArtifactRef) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[14]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1637,7 @@ func (x *ArtifactRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactRef.ProtoReflect.Descriptor instead.
 func (*ArtifactRef) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ArtifactRef) GetSha256() string {
@@ -1311,7 +1672,7 @@ type DispatcherDeployTask struct {
 
 func (x *DispatcherDeployTask) Reset() {
 	*x = DispatcherDeployTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[15]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1684,7 @@ func (x *DispatcherDeployTask) String() string {
 func (*DispatcherDeployTask) ProtoMessage() {}
 
 func (x *DispatcherDeployTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[15]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1697,7 @@ func (x *DispatcherDeployTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatcherDeployTask.ProtoReflect.Descriptor instead.
 func (*DispatcherDeployTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DispatcherDeployTask) GetArtifact() *ArtifactRef {
@@ -1357,7 +1718,7 @@ type DispatcherRestoreTask struct {
 
 func (x *DispatcherRestoreTask) Reset() {
 	*x = DispatcherRestoreTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[16]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1730,7 @@ func (x *DispatcherRestoreTask) String() string {
 func (*DispatcherRestoreTask) ProtoMessage() {}
 
 func (x *DispatcherRestoreTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[16]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1743,7 @@ func (x *DispatcherRestoreTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatcherRestoreTask.ProtoReflect.Descriptor instead.
 func (*DispatcherRestoreTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DispatcherRestoreTask) GetBackupId() string {
@@ -1404,7 +1765,7 @@ type CacheFlushTask struct {
 
 func (x *CacheFlushTask) Reset() {
 	*x = CacheFlushTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[17]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1777,7 @@ func (x *CacheFlushTask) String() string {
 func (*CacheFlushTask) ProtoMessage() {}
 
 func (x *CacheFlushTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[17]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1790,7 @@ func (x *CacheFlushTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheFlushTask.ProtoReflect.Descriptor instead.
 func (*CacheFlushTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CacheFlushTask) GetInvalidatePaths() []string {
@@ -1457,7 +1818,7 @@ type PackageInstallTask struct {
 
 func (x *PackageInstallTask) Reset() {
 	*x = PackageInstallTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[18]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1830,7 @@ func (x *PackageInstallTask) String() string {
 func (*PackageInstallTask) ProtoMessage() {}
 
 func (x *PackageInstallTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[18]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1843,7 @@ func (x *PackageInstallTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageInstallTask.ProtoReflect.Descriptor instead.
 func (*PackageInstallTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PackageInstallTask) GetPackages() []*ArtifactRef {
@@ -1500,7 +1861,7 @@ type LoadBalancerDetachTask struct {
 
 func (x *LoadBalancerDetachTask) Reset() {
 	*x = LoadBalancerDetachTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[19]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +1873,7 @@ func (x *LoadBalancerDetachTask) String() string {
 func (*LoadBalancerDetachTask) ProtoMessage() {}
 
 func (x *LoadBalancerDetachTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[19]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +1886,7 @@ func (x *LoadBalancerDetachTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerDetachTask.ProtoReflect.Descriptor instead.
 func (*LoadBalancerDetachTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 type LoadBalancerAttachTask struct {
@@ -1536,7 +1897,7 @@ type LoadBalancerAttachTask struct {
 
 func (x *LoadBalancerAttachTask) Reset() {
 	*x = LoadBalancerAttachTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[20]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1548,7 +1909,7 @@ func (x *LoadBalancerAttachTask) String() string {
 func (*LoadBalancerAttachTask) ProtoMessage() {}
 
 func (x *LoadBalancerAttachTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[20]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1561,7 +1922,7 @@ func (x *LoadBalancerAttachTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerAttachTask.ProtoReflect.Descriptor instead.
 func (*LoadBalancerAttachTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 // HostFactsTask asks the agent to describe its host.
@@ -1573,7 +1934,7 @@ type HostFactsTask struct {
 
 func (x *HostFactsTask) Reset() {
 	*x = HostFactsTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[21]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1585,7 +1946,7 @@ func (x *HostFactsTask) String() string {
 func (*HostFactsTask) ProtoMessage() {}
 
 func (x *HostFactsTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[21]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1598,7 +1959,7 @@ func (x *HostFactsTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostFactsTask.ProtoReflect.Descriptor instead.
 func (*HostFactsTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 type HostFacts struct {
@@ -1621,7 +1982,7 @@ type HostFacts struct {
 
 func (x *HostFacts) Reset() {
 	*x = HostFacts{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[22]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1633,7 +1994,7 @@ func (x *HostFacts) String() string {
 func (*HostFacts) ProtoMessage() {}
 
 func (x *HostFacts) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[22]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1646,7 +2007,7 @@ func (x *HostFacts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostFacts.ProtoReflect.Descriptor instead.
 func (*HostFacts) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HostFacts) GetHostname() string {
@@ -1733,7 +2094,7 @@ type TaskProgress struct {
 
 func (x *TaskProgress) Reset() {
 	*x = TaskProgress{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[23]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +2106,7 @@ func (x *TaskProgress) String() string {
 func (*TaskProgress) ProtoMessage() {}
 
 func (x *TaskProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[23]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +2119,7 @@ func (x *TaskProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskProgress.ProtoReflect.Descriptor instead.
 func (*TaskProgress) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TaskProgress) GetTaskId() string {
@@ -1806,6 +2167,8 @@ type TaskResult struct {
 	//	*TaskResult_CacheFlush
 	//	*TaskResult_PackageInstall
 	//	*TaskResult_Lb
+	//	*TaskResult_Build
+	//	*TaskResult_CodeScan
 	Output        isTaskResult_Output `protobuf_oneof:"output"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1813,7 +2176,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1825,7 +2188,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1838,7 +2201,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -1935,6 +2298,24 @@ func (x *TaskResult) GetLb() *LoadBalancerOutput {
 	return nil
 }
 
+func (x *TaskResult) GetBuild() *BuildOutput {
+	if x != nil {
+		if x, ok := x.Output.(*TaskResult_Build); ok {
+			return x.Build
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetCodeScan() *CodeScanOutput {
+	if x != nil {
+		if x, ok := x.Output.(*TaskResult_CodeScan); ok {
+			return x.CodeScan
+		}
+	}
+	return nil
+}
+
 type isTaskResult_Output interface {
 	isTaskResult_Output()
 }
@@ -1959,6 +2340,14 @@ type TaskResult_Lb struct {
 	Lb *LoadBalancerOutput `protobuf:"bytes,14,opt,name=lb,proto3,oneof"`
 }
 
+type TaskResult_Build struct {
+	Build *BuildOutput `protobuf:"bytes,15,opt,name=build,proto3,oneof"`
+}
+
+type TaskResult_CodeScan struct {
+	CodeScan *CodeScanOutput `protobuf:"bytes,16,opt,name=code_scan,json=codeScan,proto3,oneof"`
+}
+
 func (*TaskResult_HostFacts) isTaskResult_Output() {}
 
 func (*TaskResult_Dispatcher) isTaskResult_Output() {}
@@ -1968,6 +2357,140 @@ func (*TaskResult_CacheFlush) isTaskResult_Output() {}
 func (*TaskResult_PackageInstall) isTaskResult_Output() {}
 
 func (*TaskResult_Lb) isTaskResult_Output() {}
+
+func (*TaskResult_Build) isTaskResult_Output() {}
+
+func (*TaskResult_CodeScan) isTaskResult_Output() {}
+
+type BuildOutput struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Commit    string                 `protobuf:"bytes,1,opt,name=commit,proto3" json:"commit,omitempty"`
+	Artifacts []*ArtifactRef         `protobuf:"bytes,2,rep,name=artifacts,proto3" json:"artifacts,omitempty"`
+	// log_tail is the end of the build log (the whole log streams as progress).
+	LogTail       string `protobuf:"bytes,3,opt,name=log_tail,json=logTail,proto3" json:"log_tail,omitempty"`
+	ExitCode      int32  `protobuf:"varint,4,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildOutput) Reset() {
+	*x = BuildOutput{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildOutput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildOutput) ProtoMessage() {}
+
+func (x *BuildOutput) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildOutput.ProtoReflect.Descriptor instead.
+func (*BuildOutput) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *BuildOutput) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
+}
+
+func (x *BuildOutput) GetArtifacts() []*ArtifactRef {
+	if x != nil {
+		return x.Artifacts
+	}
+	return nil
+}
+
+func (x *BuildOutput) GetLogTail() string {
+	if x != nil {
+		return x.LogTail
+	}
+	return ""
+}
+
+func (x *BuildOutput) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+type CodeScanOutput struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// metrics is the scan's metrics file, verbatim (JSON).
+	Metrics       []byte `protobuf:"bytes,1,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	LogTail       string `protobuf:"bytes,2,opt,name=log_tail,json=logTail,proto3" json:"log_tail,omitempty"`
+	ExitCode      int32  `protobuf:"varint,3,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CodeScanOutput) Reset() {
+	*x = CodeScanOutput{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CodeScanOutput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CodeScanOutput) ProtoMessage() {}
+
+func (x *CodeScanOutput) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CodeScanOutput.ProtoReflect.Descriptor instead.
+func (*CodeScanOutput) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CodeScanOutput) GetMetrics() []byte {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+func (x *CodeScanOutput) GetLogTail() string {
+	if x != nil {
+		return x.LogTail
+	}
+	return ""
+}
+
+func (x *CodeScanOutput) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
 
 // DispatcherOutput answers DispatcherDeploy and DispatcherRestore.
 type DispatcherOutput struct {
@@ -1991,7 +2514,7 @@ type DispatcherOutput struct {
 
 func (x *DispatcherOutput) Reset() {
 	*x = DispatcherOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2526,7 @@ func (x *DispatcherOutput) String() string {
 func (*DispatcherOutput) ProtoMessage() {}
 
 func (x *DispatcherOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2539,7 @@ func (x *DispatcherOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatcherOutput.ProtoReflect.Descriptor instead.
 func (*DispatcherOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DispatcherOutput) GetBackupId() string {
@@ -2074,7 +2597,7 @@ type FlushedPath struct {
 
 func (x *FlushedPath) Reset() {
 	*x = FlushedPath{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2086,7 +2609,7 @@ func (x *FlushedPath) String() string {
 func (*FlushedPath) ProtoMessage() {}
 
 func (x *FlushedPath) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2099,7 +2622,7 @@ func (x *FlushedPath) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlushedPath.ProtoReflect.Descriptor instead.
 func (*FlushedPath) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *FlushedPath) GetPath() string {
@@ -2139,7 +2662,7 @@ type CacheFlushOutput struct {
 
 func (x *CacheFlushOutput) Reset() {
 	*x = CacheFlushOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2151,7 +2674,7 @@ func (x *CacheFlushOutput) String() string {
 func (*CacheFlushOutput) ProtoMessage() {}
 
 func (x *CacheFlushOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2164,7 +2687,7 @@ func (x *CacheFlushOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheFlushOutput.ProtoReflect.Descriptor instead.
 func (*CacheFlushOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CacheFlushOutput) GetPaths() []*FlushedPath {
@@ -2189,7 +2712,7 @@ type PackageOutcome struct {
 
 func (x *PackageOutcome) Reset() {
 	*x = PackageOutcome{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2201,7 +2724,7 @@ func (x *PackageOutcome) String() string {
 func (*PackageOutcome) ProtoMessage() {}
 
 func (x *PackageOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2214,7 +2737,7 @@ func (x *PackageOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageOutcome.ProtoReflect.Descriptor instead.
 func (*PackageOutcome) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PackageOutcome) GetId() string {
@@ -2261,7 +2784,7 @@ type PackageInstallOutput struct {
 
 func (x *PackageInstallOutput) Reset() {
 	*x = PackageInstallOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[29]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2273,7 +2796,7 @@ func (x *PackageInstallOutput) String() string {
 func (*PackageInstallOutput) ProtoMessage() {}
 
 func (x *PackageInstallOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[29]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2286,7 +2809,7 @@ func (x *PackageInstallOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageInstallOutput.ProtoReflect.Descriptor instead.
 func (*PackageInstallOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PackageInstallOutput) GetPackages() []*PackageOutcome {
@@ -2310,7 +2833,7 @@ type LoadBalancerOutput struct {
 
 func (x *LoadBalancerOutput) Reset() {
 	*x = LoadBalancerOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[30]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2322,7 +2845,7 @@ func (x *LoadBalancerOutput) String() string {
 func (*LoadBalancerOutput) ProtoMessage() {}
 
 func (x *LoadBalancerOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[30]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2335,7 +2858,7 @@ func (x *LoadBalancerOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerOutput.ProtoReflect.Descriptor instead.
 func (*LoadBalancerOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *LoadBalancerOutput) GetState() string {
@@ -2384,7 +2907,7 @@ type FetchArtifactRequest struct {
 
 func (x *FetchArtifactRequest) Reset() {
 	*x = FetchArtifactRequest{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[31]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +2919,7 @@ func (x *FetchArtifactRequest) String() string {
 func (*FetchArtifactRequest) ProtoMessage() {}
 
 func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[31]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +2932,7 @@ func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactRequest.ProtoReflect.Descriptor instead.
 func (*FetchArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *FetchArtifactRequest) GetSha256() string {
@@ -2437,7 +2960,7 @@ type ArtifactChunk struct {
 
 func (x *ArtifactChunk) Reset() {
 	*x = ArtifactChunk{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2449,7 +2972,7 @@ func (x *ArtifactChunk) String() string {
 func (*ArtifactChunk) ProtoMessage() {}
 
 func (x *ArtifactChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2462,7 +2985,7 @@ func (x *ArtifactChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactChunk.ProtoReflect.Descriptor instead.
 func (*ArtifactChunk) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ArtifactChunk) GetData() []byte {
@@ -2483,7 +3006,20 @@ var File_deckhand_v1_agent_proto protoreflect.FileDescriptor
 
 const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x17deckhand/v1/agent.proto\x12\vdeckhand.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\"P\n" +
+	"\x17deckhand/v1/agent.proto\x12\vdeckhand.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\"k\n" +
+	"\x15UploadArtifactRequest\x123\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.deckhand.v1.UploadHeaderH\x00R\x06header\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
+	"\x03msg\"O\n" +
+	"\fUploadHeader\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\"\x7f\n" +
+	"\x16UploadArtifactResponse\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12%\n" +
+	"\x0ealready_stored\x18\x04 \x01(\bR\ralreadyStored\"P\n" +
 	"\rEnrollRequest\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12\x10\n" +
@@ -2534,7 +3070,7 @@ const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"$\n" +
 	"\tAckResult\x12\x17\n" +
-	"\atask_id\x18\x01 \x01(\tR\x06taskId\"\xd6\x05\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\"\xc0\x06\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fexecution_id\x18\x02 \x01(\tR\vexecutionId\x12\x12\n" +
@@ -2552,8 +3088,19 @@ const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"cacheFlush\x12J\n" +
 	"\x0fpackage_install\x18\x0e \x01(\v2\x1f.deckhand.v1.PackageInstallTaskH\x00R\x0epackageInstall\x12B\n" +
 	"\tlb_detach\x18\x0f \x01(\v2#.deckhand.v1.LoadBalancerDetachTaskH\x00R\blbDetach\x12B\n" +
-	"\tlb_attach\x18\x10 \x01(\v2#.deckhand.v1.LoadBalancerAttachTaskH\x00R\blbAttachB\x06\n" +
-	"\x04kind\"M\n" +
+	"\tlb_attach\x18\x10 \x01(\v2#.deckhand.v1.LoadBalancerAttachTaskH\x00R\blbAttach\x12.\n" +
+	"\x05build\x18\x11 \x01(\v2\x16.deckhand.v1.BuildTaskH\x00R\x05build\x128\n" +
+	"\tcode_scan\x18\x12 \x01(\v2\x19.deckhand.v1.CodeScanTaskH\x00R\bcodeScanB\x06\n" +
+	"\x04kind\"]\n" +
+	"\tBuildTask\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06branch\x18\x02 \x01(\tR\x06branch\x12\x18\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\"L\n" +
+	"\fCodeScanTask\x12\"\n" +
+	"\rbuild_task_id\x18\x01 \x01(\tR\vbuildTaskId\x12\x18\n" +
+	"\aprofile\x18\x02 \x01(\tR\aprofile\"M\n" +
 	"\vArtifactRef\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
@@ -2587,7 +3134,7 @@ const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04mark\x18\x02 \x01(\tR\x04mark\x12\x19\n" +
 	"\blog_line\x18\x03 \x01(\tR\alogLine\x12*\n" +
-	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xc7\x04\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xb5\x05\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12/\n" +
@@ -2607,8 +3154,19 @@ const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"\vcache_flush\x18\f \x01(\v2\x1d.deckhand.v1.CacheFlushOutputH\x00R\n" +
 	"cacheFlush\x12L\n" +
 	"\x0fpackage_install\x18\r \x01(\v2!.deckhand.v1.PackageInstallOutputH\x00R\x0epackageInstall\x121\n" +
-	"\x02lb\x18\x0e \x01(\v2\x1f.deckhand.v1.LoadBalancerOutputH\x00R\x02lbB\b\n" +
-	"\x06output\"\xb7\x01\n" +
+	"\x02lb\x18\x0e \x01(\v2\x1f.deckhand.v1.LoadBalancerOutputH\x00R\x02lb\x120\n" +
+	"\x05build\x18\x0f \x01(\v2\x18.deckhand.v1.BuildOutputH\x00R\x05build\x12:\n" +
+	"\tcode_scan\x18\x10 \x01(\v2\x1b.deckhand.v1.CodeScanOutputH\x00R\bcodeScanB\b\n" +
+	"\x06output\"\x95\x01\n" +
+	"\vBuildOutput\x12\x16\n" +
+	"\x06commit\x18\x01 \x01(\tR\x06commit\x126\n" +
+	"\tartifacts\x18\x02 \x03(\v2\x18.deckhand.v1.ArtifactRefR\tartifacts\x12\x19\n" +
+	"\blog_tail\x18\x03 \x01(\tR\alogTail\x12\x1b\n" +
+	"\texit_code\x18\x04 \x01(\x05R\bexitCode\"b\n" +
+	"\x0eCodeScanOutput\x12\x18\n" +
+	"\ametrics\x18\x01 \x01(\fR\ametrics\x12\x19\n" +
+	"\blog_tail\x18\x02 \x01(\tR\alogTail\x12\x1b\n" +
+	"\texit_code\x18\x03 \x01(\x05R\bexitCode\"\xb7\x01\n" +
 	"\x10DispatcherOutput\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x18\n" +
 	"\aignored\x18\x02 \x03(\tR\aignored\x12\x14\n" +
@@ -2655,10 +3213,11 @@ const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"\x15TASK_STATUS_SUCCEEDED\x10\x01\x12\x16\n" +
 	"\x12TASK_STATUS_FAILED\x10\x02\x12\x19\n" +
 	"\x15TASK_STATUS_CANCELLED\x10\x03\x12\x17\n" +
-	"\x13TASK_STATUS_REFUSED\x10\x042\xa6\x01\n" +
+	"\x13TASK_STATUS_REFUSED\x10\x042\x83\x02\n" +
 	"\fAgentService\x12D\n" +
 	"\aConnect\x12\x19.deckhand.v1.AgentMessage\x1a\x1a.deckhand.v1.ServerMessage(\x010\x01\x12P\n" +
-	"\rFetchArtifact\x12!.deckhand.v1.FetchArtifactRequest\x1a\x1a.deckhand.v1.ArtifactChunk0\x012R\n" +
+	"\rFetchArtifact\x12!.deckhand.v1.FetchArtifactRequest\x1a\x1a.deckhand.v1.ArtifactChunk0\x01\x12[\n" +
+	"\x0eUploadArtifact\x12\".deckhand.v1.UploadArtifactRequest\x1a#.deckhand.v1.UploadArtifactResponse(\x012R\n" +
 	"\rEnrollService\x12A\n" +
 	"\x06Enroll\x12\x1a.deckhand.v1.EnrollRequest\x1a\x1b.deckhand.v1.EnrollResponseB?Z=github.com/deckhand-dev/deckhand/proto/deckhand/v1;deckhandv1b\x06proto3"
 
@@ -2675,98 +3234,113 @@ func file_deckhand_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_deckhand_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_deckhand_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_deckhand_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_deckhand_v1_agent_proto_goTypes = []any{
 	(HeldState)(0),                 // 0: deckhand.v1.HeldState
 	(TaskStatus)(0),                // 1: deckhand.v1.TaskStatus
-	(*EnrollRequest)(nil),          // 2: deckhand.v1.EnrollRequest
-	(*EnrollResponse)(nil),         // 3: deckhand.v1.EnrollResponse
-	(*AgentMessage)(nil),           // 4: deckhand.v1.AgentMessage
-	(*ServerMessage)(nil),          // 5: deckhand.v1.ServerMessage
-	(*RenewRequest)(nil),           // 6: deckhand.v1.RenewRequest
-	(*RenewResponse)(nil),          // 7: deckhand.v1.RenewResponse
-	(*Hello)(nil),                  // 8: deckhand.v1.Hello
-	(*HeldTask)(nil),               // 9: deckhand.v1.HeldTask
-	(*Welcome)(nil),                // 10: deckhand.v1.Welcome
-	(*Heartbeat)(nil),              // 11: deckhand.v1.Heartbeat
-	(*Assign)(nil),                 // 12: deckhand.v1.Assign
-	(*Cancel)(nil),                 // 13: deckhand.v1.Cancel
-	(*AckResult)(nil),              // 14: deckhand.v1.AckResult
-	(*Task)(nil),                   // 15: deckhand.v1.Task
-	(*ArtifactRef)(nil),            // 16: deckhand.v1.ArtifactRef
-	(*DispatcherDeployTask)(nil),   // 17: deckhand.v1.DispatcherDeployTask
-	(*DispatcherRestoreTask)(nil),  // 18: deckhand.v1.DispatcherRestoreTask
-	(*CacheFlushTask)(nil),         // 19: deckhand.v1.CacheFlushTask
-	(*PackageInstallTask)(nil),     // 20: deckhand.v1.PackageInstallTask
-	(*LoadBalancerDetachTask)(nil), // 21: deckhand.v1.LoadBalancerDetachTask
-	(*LoadBalancerAttachTask)(nil), // 22: deckhand.v1.LoadBalancerAttachTask
-	(*HostFactsTask)(nil),          // 23: deckhand.v1.HostFactsTask
-	(*HostFacts)(nil),              // 24: deckhand.v1.HostFacts
-	(*TaskProgress)(nil),           // 25: deckhand.v1.TaskProgress
-	(*TaskResult)(nil),             // 26: deckhand.v1.TaskResult
-	(*DispatcherOutput)(nil),       // 27: deckhand.v1.DispatcherOutput
-	(*FlushedPath)(nil),            // 28: deckhand.v1.FlushedPath
-	(*CacheFlushOutput)(nil),       // 29: deckhand.v1.CacheFlushOutput
-	(*PackageOutcome)(nil),         // 30: deckhand.v1.PackageOutcome
-	(*PackageInstallOutput)(nil),   // 31: deckhand.v1.PackageInstallOutput
-	(*LoadBalancerOutput)(nil),     // 32: deckhand.v1.LoadBalancerOutput
-	(*FetchArtifactRequest)(nil),   // 33: deckhand.v1.FetchArtifactRequest
-	(*ArtifactChunk)(nil),          // 34: deckhand.v1.ArtifactChunk
-	(*durationpb.Duration)(nil),    // 35: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 36: google.protobuf.Timestamp
+	(*UploadArtifactRequest)(nil),  // 2: deckhand.v1.UploadArtifactRequest
+	(*UploadHeader)(nil),           // 3: deckhand.v1.UploadHeader
+	(*UploadArtifactResponse)(nil), // 4: deckhand.v1.UploadArtifactResponse
+	(*EnrollRequest)(nil),          // 5: deckhand.v1.EnrollRequest
+	(*EnrollResponse)(nil),         // 6: deckhand.v1.EnrollResponse
+	(*AgentMessage)(nil),           // 7: deckhand.v1.AgentMessage
+	(*ServerMessage)(nil),          // 8: deckhand.v1.ServerMessage
+	(*RenewRequest)(nil),           // 9: deckhand.v1.RenewRequest
+	(*RenewResponse)(nil),          // 10: deckhand.v1.RenewResponse
+	(*Hello)(nil),                  // 11: deckhand.v1.Hello
+	(*HeldTask)(nil),               // 12: deckhand.v1.HeldTask
+	(*Welcome)(nil),                // 13: deckhand.v1.Welcome
+	(*Heartbeat)(nil),              // 14: deckhand.v1.Heartbeat
+	(*Assign)(nil),                 // 15: deckhand.v1.Assign
+	(*Cancel)(nil),                 // 16: deckhand.v1.Cancel
+	(*AckResult)(nil),              // 17: deckhand.v1.AckResult
+	(*Task)(nil),                   // 18: deckhand.v1.Task
+	(*BuildTask)(nil),              // 19: deckhand.v1.BuildTask
+	(*CodeScanTask)(nil),           // 20: deckhand.v1.CodeScanTask
+	(*ArtifactRef)(nil),            // 21: deckhand.v1.ArtifactRef
+	(*DispatcherDeployTask)(nil),   // 22: deckhand.v1.DispatcherDeployTask
+	(*DispatcherRestoreTask)(nil),  // 23: deckhand.v1.DispatcherRestoreTask
+	(*CacheFlushTask)(nil),         // 24: deckhand.v1.CacheFlushTask
+	(*PackageInstallTask)(nil),     // 25: deckhand.v1.PackageInstallTask
+	(*LoadBalancerDetachTask)(nil), // 26: deckhand.v1.LoadBalancerDetachTask
+	(*LoadBalancerAttachTask)(nil), // 27: deckhand.v1.LoadBalancerAttachTask
+	(*HostFactsTask)(nil),          // 28: deckhand.v1.HostFactsTask
+	(*HostFacts)(nil),              // 29: deckhand.v1.HostFacts
+	(*TaskProgress)(nil),           // 30: deckhand.v1.TaskProgress
+	(*TaskResult)(nil),             // 31: deckhand.v1.TaskResult
+	(*BuildOutput)(nil),            // 32: deckhand.v1.BuildOutput
+	(*CodeScanOutput)(nil),         // 33: deckhand.v1.CodeScanOutput
+	(*DispatcherOutput)(nil),       // 34: deckhand.v1.DispatcherOutput
+	(*FlushedPath)(nil),            // 35: deckhand.v1.FlushedPath
+	(*CacheFlushOutput)(nil),       // 36: deckhand.v1.CacheFlushOutput
+	(*PackageOutcome)(nil),         // 37: deckhand.v1.PackageOutcome
+	(*PackageInstallOutput)(nil),   // 38: deckhand.v1.PackageInstallOutput
+	(*LoadBalancerOutput)(nil),     // 39: deckhand.v1.LoadBalancerOutput
+	(*FetchArtifactRequest)(nil),   // 40: deckhand.v1.FetchArtifactRequest
+	(*ArtifactChunk)(nil),          // 41: deckhand.v1.ArtifactChunk
+	(*durationpb.Duration)(nil),    // 42: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 43: google.protobuf.Timestamp
 }
 var file_deckhand_v1_agent_proto_depIdxs = []int32{
-	8,  // 0: deckhand.v1.AgentMessage.hello:type_name -> deckhand.v1.Hello
-	11, // 1: deckhand.v1.AgentMessage.heartbeat:type_name -> deckhand.v1.Heartbeat
-	25, // 2: deckhand.v1.AgentMessage.progress:type_name -> deckhand.v1.TaskProgress
-	26, // 3: deckhand.v1.AgentMessage.result:type_name -> deckhand.v1.TaskResult
-	6,  // 4: deckhand.v1.AgentMessage.renew:type_name -> deckhand.v1.RenewRequest
-	10, // 5: deckhand.v1.ServerMessage.welcome:type_name -> deckhand.v1.Welcome
-	12, // 6: deckhand.v1.ServerMessage.assign:type_name -> deckhand.v1.Assign
-	13, // 7: deckhand.v1.ServerMessage.cancel:type_name -> deckhand.v1.Cancel
-	14, // 8: deckhand.v1.ServerMessage.ack:type_name -> deckhand.v1.AckResult
-	7,  // 9: deckhand.v1.ServerMessage.renewed:type_name -> deckhand.v1.RenewResponse
-	9,  // 10: deckhand.v1.Hello.held:type_name -> deckhand.v1.HeldTask
-	0,  // 11: deckhand.v1.HeldTask.state:type_name -> deckhand.v1.HeldState
-	35, // 12: deckhand.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	36, // 13: deckhand.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	15, // 14: deckhand.v1.Assign.task:type_name -> deckhand.v1.Task
-	36, // 15: deckhand.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	35, // 16: deckhand.v1.Task.timeout:type_name -> google.protobuf.Duration
-	23, // 17: deckhand.v1.Task.host_facts:type_name -> deckhand.v1.HostFactsTask
-	17, // 18: deckhand.v1.Task.dispatcher_deploy:type_name -> deckhand.v1.DispatcherDeployTask
-	18, // 19: deckhand.v1.Task.dispatcher_restore:type_name -> deckhand.v1.DispatcherRestoreTask
-	19, // 20: deckhand.v1.Task.cache_flush:type_name -> deckhand.v1.CacheFlushTask
-	20, // 21: deckhand.v1.Task.package_install:type_name -> deckhand.v1.PackageInstallTask
-	21, // 22: deckhand.v1.Task.lb_detach:type_name -> deckhand.v1.LoadBalancerDetachTask
-	22, // 23: deckhand.v1.Task.lb_attach:type_name -> deckhand.v1.LoadBalancerAttachTask
-	16, // 24: deckhand.v1.DispatcherDeployTask.artifact:type_name -> deckhand.v1.ArtifactRef
-	16, // 25: deckhand.v1.PackageInstallTask.packages:type_name -> deckhand.v1.ArtifactRef
-	36, // 26: deckhand.v1.HostFacts.collected_at:type_name -> google.protobuf.Timestamp
-	36, // 27: deckhand.v1.TaskProgress.at:type_name -> google.protobuf.Timestamp
-	1,  // 28: deckhand.v1.TaskResult.status:type_name -> deckhand.v1.TaskStatus
-	36, // 29: deckhand.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
-	36, // 30: deckhand.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
-	24, // 31: deckhand.v1.TaskResult.host_facts:type_name -> deckhand.v1.HostFacts
-	27, // 32: deckhand.v1.TaskResult.dispatcher:type_name -> deckhand.v1.DispatcherOutput
-	29, // 33: deckhand.v1.TaskResult.cache_flush:type_name -> deckhand.v1.CacheFlushOutput
-	31, // 34: deckhand.v1.TaskResult.package_install:type_name -> deckhand.v1.PackageInstallOutput
-	32, // 35: deckhand.v1.TaskResult.lb:type_name -> deckhand.v1.LoadBalancerOutput
-	28, // 36: deckhand.v1.CacheFlushOutput.paths:type_name -> deckhand.v1.FlushedPath
-	35, // 37: deckhand.v1.PackageOutcome.took:type_name -> google.protobuf.Duration
-	30, // 38: deckhand.v1.PackageInstallOutput.packages:type_name -> deckhand.v1.PackageOutcome
-	35, // 39: deckhand.v1.LoadBalancerOutput.waited:type_name -> google.protobuf.Duration
-	4,  // 40: deckhand.v1.AgentService.Connect:input_type -> deckhand.v1.AgentMessage
-	33, // 41: deckhand.v1.AgentService.FetchArtifact:input_type -> deckhand.v1.FetchArtifactRequest
-	2,  // 42: deckhand.v1.EnrollService.Enroll:input_type -> deckhand.v1.EnrollRequest
-	5,  // 43: deckhand.v1.AgentService.Connect:output_type -> deckhand.v1.ServerMessage
-	34, // 44: deckhand.v1.AgentService.FetchArtifact:output_type -> deckhand.v1.ArtifactChunk
-	3,  // 45: deckhand.v1.EnrollService.Enroll:output_type -> deckhand.v1.EnrollResponse
-	43, // [43:46] is the sub-list for method output_type
-	40, // [40:43] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	3,  // 0: deckhand.v1.UploadArtifactRequest.header:type_name -> deckhand.v1.UploadHeader
+	11, // 1: deckhand.v1.AgentMessage.hello:type_name -> deckhand.v1.Hello
+	14, // 2: deckhand.v1.AgentMessage.heartbeat:type_name -> deckhand.v1.Heartbeat
+	30, // 3: deckhand.v1.AgentMessage.progress:type_name -> deckhand.v1.TaskProgress
+	31, // 4: deckhand.v1.AgentMessage.result:type_name -> deckhand.v1.TaskResult
+	9,  // 5: deckhand.v1.AgentMessage.renew:type_name -> deckhand.v1.RenewRequest
+	13, // 6: deckhand.v1.ServerMessage.welcome:type_name -> deckhand.v1.Welcome
+	15, // 7: deckhand.v1.ServerMessage.assign:type_name -> deckhand.v1.Assign
+	16, // 8: deckhand.v1.ServerMessage.cancel:type_name -> deckhand.v1.Cancel
+	17, // 9: deckhand.v1.ServerMessage.ack:type_name -> deckhand.v1.AckResult
+	10, // 10: deckhand.v1.ServerMessage.renewed:type_name -> deckhand.v1.RenewResponse
+	12, // 11: deckhand.v1.Hello.held:type_name -> deckhand.v1.HeldTask
+	0,  // 12: deckhand.v1.HeldTask.state:type_name -> deckhand.v1.HeldState
+	42, // 13: deckhand.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	43, // 14: deckhand.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	18, // 15: deckhand.v1.Assign.task:type_name -> deckhand.v1.Task
+	43, // 16: deckhand.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	42, // 17: deckhand.v1.Task.timeout:type_name -> google.protobuf.Duration
+	28, // 18: deckhand.v1.Task.host_facts:type_name -> deckhand.v1.HostFactsTask
+	22, // 19: deckhand.v1.Task.dispatcher_deploy:type_name -> deckhand.v1.DispatcherDeployTask
+	23, // 20: deckhand.v1.Task.dispatcher_restore:type_name -> deckhand.v1.DispatcherRestoreTask
+	24, // 21: deckhand.v1.Task.cache_flush:type_name -> deckhand.v1.CacheFlushTask
+	25, // 22: deckhand.v1.Task.package_install:type_name -> deckhand.v1.PackageInstallTask
+	26, // 23: deckhand.v1.Task.lb_detach:type_name -> deckhand.v1.LoadBalancerDetachTask
+	27, // 24: deckhand.v1.Task.lb_attach:type_name -> deckhand.v1.LoadBalancerAttachTask
+	19, // 25: deckhand.v1.Task.build:type_name -> deckhand.v1.BuildTask
+	20, // 26: deckhand.v1.Task.code_scan:type_name -> deckhand.v1.CodeScanTask
+	21, // 27: deckhand.v1.DispatcherDeployTask.artifact:type_name -> deckhand.v1.ArtifactRef
+	21, // 28: deckhand.v1.PackageInstallTask.packages:type_name -> deckhand.v1.ArtifactRef
+	43, // 29: deckhand.v1.HostFacts.collected_at:type_name -> google.protobuf.Timestamp
+	43, // 30: deckhand.v1.TaskProgress.at:type_name -> google.protobuf.Timestamp
+	1,  // 31: deckhand.v1.TaskResult.status:type_name -> deckhand.v1.TaskStatus
+	43, // 32: deckhand.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
+	43, // 33: deckhand.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
+	29, // 34: deckhand.v1.TaskResult.host_facts:type_name -> deckhand.v1.HostFacts
+	34, // 35: deckhand.v1.TaskResult.dispatcher:type_name -> deckhand.v1.DispatcherOutput
+	36, // 36: deckhand.v1.TaskResult.cache_flush:type_name -> deckhand.v1.CacheFlushOutput
+	38, // 37: deckhand.v1.TaskResult.package_install:type_name -> deckhand.v1.PackageInstallOutput
+	39, // 38: deckhand.v1.TaskResult.lb:type_name -> deckhand.v1.LoadBalancerOutput
+	32, // 39: deckhand.v1.TaskResult.build:type_name -> deckhand.v1.BuildOutput
+	33, // 40: deckhand.v1.TaskResult.code_scan:type_name -> deckhand.v1.CodeScanOutput
+	21, // 41: deckhand.v1.BuildOutput.artifacts:type_name -> deckhand.v1.ArtifactRef
+	35, // 42: deckhand.v1.CacheFlushOutput.paths:type_name -> deckhand.v1.FlushedPath
+	42, // 43: deckhand.v1.PackageOutcome.took:type_name -> google.protobuf.Duration
+	37, // 44: deckhand.v1.PackageInstallOutput.packages:type_name -> deckhand.v1.PackageOutcome
+	42, // 45: deckhand.v1.LoadBalancerOutput.waited:type_name -> google.protobuf.Duration
+	7,  // 46: deckhand.v1.AgentService.Connect:input_type -> deckhand.v1.AgentMessage
+	40, // 47: deckhand.v1.AgentService.FetchArtifact:input_type -> deckhand.v1.FetchArtifactRequest
+	2,  // 48: deckhand.v1.AgentService.UploadArtifact:input_type -> deckhand.v1.UploadArtifactRequest
+	5,  // 49: deckhand.v1.EnrollService.Enroll:input_type -> deckhand.v1.EnrollRequest
+	8,  // 50: deckhand.v1.AgentService.Connect:output_type -> deckhand.v1.ServerMessage
+	41, // 51: deckhand.v1.AgentService.FetchArtifact:output_type -> deckhand.v1.ArtifactChunk
+	4,  // 52: deckhand.v1.AgentService.UploadArtifact:output_type -> deckhand.v1.UploadArtifactResponse
+	6,  // 53: deckhand.v1.EnrollService.Enroll:output_type -> deckhand.v1.EnrollResponse
+	50, // [50:54] is the sub-list for method output_type
+	46, // [46:50] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_deckhand_v1_agent_proto_init() }
@@ -2774,21 +3348,25 @@ func file_deckhand_v1_agent_proto_init() {
 	if File_deckhand_v1_agent_proto != nil {
 		return
 	}
-	file_deckhand_v1_agent_proto_msgTypes[2].OneofWrappers = []any{
+	file_deckhand_v1_agent_proto_msgTypes[0].OneofWrappers = []any{
+		(*UploadArtifactRequest_Header)(nil),
+		(*UploadArtifactRequest_Chunk)(nil),
+	}
+	file_deckhand_v1_agent_proto_msgTypes[5].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Heartbeat)(nil),
 		(*AgentMessage_Progress)(nil),
 		(*AgentMessage_Result)(nil),
 		(*AgentMessage_Renew)(nil),
 	}
-	file_deckhand_v1_agent_proto_msgTypes[3].OneofWrappers = []any{
+	file_deckhand_v1_agent_proto_msgTypes[6].OneofWrappers = []any{
 		(*ServerMessage_Welcome)(nil),
 		(*ServerMessage_Assign)(nil),
 		(*ServerMessage_Cancel)(nil),
 		(*ServerMessage_Ack)(nil),
 		(*ServerMessage_Renewed)(nil),
 	}
-	file_deckhand_v1_agent_proto_msgTypes[13].OneofWrappers = []any{
+	file_deckhand_v1_agent_proto_msgTypes[16].OneofWrappers = []any{
 		(*Task_HostFacts)(nil),
 		(*Task_DispatcherDeploy)(nil),
 		(*Task_DispatcherRestore)(nil),
@@ -2796,13 +3374,17 @@ func file_deckhand_v1_agent_proto_init() {
 		(*Task_PackageInstall)(nil),
 		(*Task_LbDetach)(nil),
 		(*Task_LbAttach)(nil),
+		(*Task_Build)(nil),
+		(*Task_CodeScan)(nil),
 	}
-	file_deckhand_v1_agent_proto_msgTypes[24].OneofWrappers = []any{
+	file_deckhand_v1_agent_proto_msgTypes[29].OneofWrappers = []any{
 		(*TaskResult_HostFacts)(nil),
 		(*TaskResult_Dispatcher)(nil),
 		(*TaskResult_CacheFlush)(nil),
 		(*TaskResult_PackageInstall)(nil),
 		(*TaskResult_Lb)(nil),
+		(*TaskResult_Build)(nil),
+		(*TaskResult_CodeScan)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2810,7 +3392,7 @@ func file_deckhand_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_deckhand_v1_agent_proto_rawDesc), len(file_deckhand_v1_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   33,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

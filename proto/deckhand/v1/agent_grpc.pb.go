@@ -24,8 +24,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AgentService_Connect_FullMethodName       = "/deckhand.v1.AgentService/Connect"
-	AgentService_FetchArtifact_FullMethodName = "/deckhand.v1.AgentService/FetchArtifact"
+	AgentService_Connect_FullMethodName        = "/deckhand.v1.AgentService/Connect"
+	AgentService_FetchArtifact_FullMethodName  = "/deckhand.v1.AgentService/FetchArtifact"
+	AgentService_UploadArtifact_FullMethodName = "/deckhand.v1.AgentService/UploadArtifact"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -42,6 +43,9 @@ type AgentServiceClient interface {
 	// FetchArtifact streams an artifact blob in chunks. The agent verifies the
 	// sha256 it was given in the task before it opens the file.
 	FetchArtifact(ctx context.Context, in *FetchArtifactRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ArtifactChunk], error)
+	// UploadArtifact stores a file a builder produced for one of its open
+	// Build tasks. First message: the header; then data chunks.
+	UploadArtifact(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadArtifactRequest, UploadArtifactResponse], error)
 }
 
 type agentServiceClient struct {
@@ -84,6 +88,19 @@ func (c *agentServiceClient) FetchArtifact(ctx context.Context, in *FetchArtifac
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_FetchArtifactClient = grpc.ServerStreamingClient[ArtifactChunk]
 
+func (c *agentServiceClient) UploadArtifact(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadArtifactRequest, UploadArtifactResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[2], AgentService_UploadArtifact_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UploadArtifactRequest, UploadArtifactResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_UploadArtifactClient = grpc.ClientStreamingClient[UploadArtifactRequest, UploadArtifactResponse]
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -98,6 +115,9 @@ type AgentServiceServer interface {
 	// FetchArtifact streams an artifact blob in chunks. The agent verifies the
 	// sha256 it was given in the task before it opens the file.
 	FetchArtifact(*FetchArtifactRequest, grpc.ServerStreamingServer[ArtifactChunk]) error
+	// UploadArtifact stores a file a builder produced for one of its open
+	// Build tasks. First message: the header; then data chunks.
+	UploadArtifact(grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]) error
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -113,6 +133,9 @@ func (UnimplementedAgentServiceServer) Connect(grpc.BidiStreamingServer[AgentMes
 }
 func (UnimplementedAgentServiceServer) FetchArtifact(*FetchArtifactRequest, grpc.ServerStreamingServer[ArtifactChunk]) error {
 	return status.Error(codes.Unimplemented, "method FetchArtifact not implemented")
+}
+func (UnimplementedAgentServiceServer) UploadArtifact(grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]) error {
+	return status.Error(codes.Unimplemented, "method UploadArtifact not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -153,6 +176,13 @@ func _AgentService_FetchArtifact_Handler(srv interface{}, stream grpc.ServerStre
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_FetchArtifactServer = grpc.ServerStreamingServer[ArtifactChunk]
 
+func _AgentService_UploadArtifact_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentServiceServer).UploadArtifact(&grpc.GenericServerStream[UploadArtifactRequest, UploadArtifactResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_UploadArtifactServer = grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -171,6 +201,11 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "FetchArtifact",
 			Handler:       _AgentService_FetchArtifact_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "UploadArtifact",
+			Handler:       _AgentService_UploadArtifact_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "deckhand/v1/agent.proto",
