@@ -20,6 +20,9 @@ const (
 	RoleAuthor     Role = "author"
 	RolePublish    Role = "publish"
 	RoleDispatcher Role = "dispatcher"
+	// RoleBuilder hosts run pipeline builds and code scans; rollouts do
+	// not touch them.
+	RoleBuilder Role = "builder"
 )
 
 // EnvType is dev, stage or prod.
@@ -228,9 +231,9 @@ func (c *Config) validate() error {
 			}
 			hosts[h.ID] = e.Name
 			switch h.Role {
-			case RoleAuthor:
+			case RoleAuthor, RoleBuilder:
 				if h.Pos.Has("pair") {
-					return c.errf(h.Pos.Of("pair"), "host %q: an author is not part of a publish/dispatcher pair; remove pair", h.ID)
+					return c.errf(h.Pos.Of("pair"), "host %q: an %s is not part of a publish/dispatcher pair; remove pair", h.ID, h.Role)
 				}
 			case RolePublish, RoleDispatcher:
 				if h.Pair < 1 {
@@ -250,9 +253,9 @@ func (c *Config) validate() error {
 				}
 				*slot = h.ID
 			case "":
-				return c.errf(h.Pos.Line, "host %q: role is required (author, publish or dispatcher)", h.ID)
+				return c.errf(h.Pos.Line, "host %q: role is required (author, publish, dispatcher or builder)", h.ID)
 			default:
-				return c.errf(h.Pos.Of("role"), "host %q: role %q is not one of author, publish, dispatcher", h.ID, h.Role)
+				return c.errf(h.Pos.Of("role"), "host %q: role %q is not one of author, publish, dispatcher, builder", h.ID, h.Role)
 			}
 		}
 		for _, h := range e.Hosts {
