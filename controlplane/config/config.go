@@ -74,6 +74,58 @@ func (e *Environment) KeepPublishDetached() bool {
 	return e.KeepFailedPublishDetached == nil || *e.KeepFailedPublishDetached
 }
 
+// Program is a Cloud Manager program: its production pipelines. Whether
+// emergency mode is enabled starts from EmergencyModeEnabled and is
+// switched at runtime by a cse or admin operator (deckctl program
+// set-emergency), as Customer Success Engineers do.
+type Program struct {
+	Pos                  yamlconf.Pos `yaml:"-"`
+	Name                 string       `yaml:"name"`
+	EmergencyModeEnabled bool         `yaml:"emergency_mode_enabled"`
+	Pipelines            []Pipeline   `yaml:"pipelines"`
+}
+
+// Pipeline is a production pipeline: stage deployment, stage testing,
+// production deployment.
+type Pipeline struct {
+	Pos yamlconf.Pos `yaml:"-"`
+	// Name is the pipeline id in the API.
+	Name string `yaml:"name"`
+	// Repository and Branch are what Validation checks and the build
+	// clones.
+	Repository string `yaml:"repository"`
+	Branch     string `yaml:"branch"`
+	// StageEnvironment and ProductionEnvironment name declared environments.
+	StageEnvironment      string `yaml:"stage_environment"`
+	ProductionEnvironment string `yaml:"production_environment"`
+	Build                 PipelineBuild `yaml:"build"`
+	// Gates configure Code Scanning, Security Testing and Performance
+	// Testing (see docs/gates.md); each is kept as written and checked by
+	// the gates package.
+	CodeQuality *CodeQualityGate `yaml:"code_quality"`
+	Security    *SecurityGate    `yaml:"security"`
+	Performance *PerformanceGate `yaml:"performance"`
+	// Approval, Schedule and CSESupport add the production phase's
+	// waiting steps ("if enabled" in the seed).
+	Approval   bool `yaml:"approval"`
+	Schedule   bool `yaml:"schedule"`
+	CSESupport bool `yaml:"cse_support"`
+	// WaitingTimeout ends a step left waiting for a person; default 168h
+	// (7 days), the seed's value.
+	WaitingTimeout yamlconf.Duration `yaml:"waiting_timeout"`
+}
+
+// PipelineBuild says how the Build step runs.
+type PipelineBuild struct {
+	// Profile names a build profile in the builder's own config; the
+	// command lives there, not here.
+	Profile string `yaml:"profile"`
+	// Builder picks a builder host; default: any online builder.
+	Builder string `yaml:"builder"`
+	// Timeout bounds clone and build; default 1h.
+	Timeout yamlconf.Duration `yaml:"timeout"`
+}
+
 // TLS is the server's certificate setup.
 type TLS struct {
 	// CACert and CAKey name an operator-supplied CA (both or neither);
@@ -110,6 +162,8 @@ type Config struct {
 	AdminCredentialsFile string `yaml:"admin_credentials_file"`
 
 	Environments []Environment `yaml:"environments"`
+	// Programs group production pipelines (Cloud Manager's programs).
+	Programs []Program `yaml:"programs"`
 
 	hosts []HostInfo          // derived in validate, in declaration order
 	byID  map[string]HostInfo // derived in validate
@@ -278,7 +332,84 @@ func (c *Config) validate() error {
 	for _, h := range c.hosts {
 		c.byID[h.ID] = h
 	}
+	return c.validatePrograms(envs)
+}
+
+func (c *Config) validatePrograms(envs map[string]int) error {
+	progs := map[string]bool{}
+	for i := range c.Programs {
+		p := &c.Programs[i]
+		if !idPattern.MatchString(p.Name) {
+			return c.errf(p.Pos.Of("name"), "program name %q must be 1-63 letters, digits, '.', '_' or '-'", p.Name)
+		}
+		if progs[p.Name] {
+			return c.errf(p.Pos.Of("name"), "program %q is declared twice", p.Name)
+		}
+		progs[p.Name] = true
+		pipes := map[string]bool{}
+		for j := range p.Pipelines {
+			pl := &p.Pipelines[j]
+			if !idPattern.MatchString(pl.Name) {
+				return c.errf(pl.Pos.Of("name"), "pipeline name %q must be 1-63 letters, digits, '.', '_' or '-'", pl.Name)
+			}
+			if pipes[pl.Name] {
+				return c.errf(pl.Pos.Of("name"), "program %q: pipeline %q is declared twice", p.Name, pl.Name)
+			}
+			pipes[pl.Name] = true
+			for key, name := range map[string]string{"stage_environment": pl.StageEnvironment, "production_environment": pl.ProductionEnvironment} {
+				if name == "" {
+					return c.errf(pl.Pos.Line, "pipeline %q: %s is required", pl.Name, key)
+				}
+				if _, ok := envs[name]; !ok {
+					return c.errf(pl.Pos.Of(key), "pipeline %q: %s %q is not a declared environment", pl.Name, key, name)
+				}
+			}
+			if e, _ := c.Environment(pl.StageEnvironment); e.Type != EnvStage {
+				return c.errf(pl.Pos.Of("stage_environment"), "pipeline %q: stage_environment %q is a %s environment, not stage", pl.Name, pl.StageEnvironment, e.Type)
+			}
+			if e, _ := c.Environment(pl.ProductionEnvironment); e.Type != EnvProd {
+				return c.errf(pl.Pos.Of("production_environment"), "pipeline %q: production_environment %q is a %s environment, not prod", pl.Name, pl.ProductionEnvironment, e.Type)
+			}
+			if pl.Repository != "" && pl.Branch == "" {
+				pl.Branch = "main"
+			}
+			if pl.Build.Builder != "" {
+				h, ok := c.byID[pl.Build.Builder]
+				if !ok || h.Role != RoleBuilder {
+					return c.errf(pl.Pos.Of("build"), "pipeline %q: build.builder %q is not a declared builder host", pl.Name, pl.Build.Builder)
+				}
+			}
+			if pl.Build.Timeout == 0 {
+				pl.Build.Timeout = yamlconf.Duration(time.Hour)
+			}
+			if pl.WaitingTimeout == 0 {
+				pl.WaitingTimeout = yamlconf.Duration(7 * 24 * time.Hour)
+			}
+			for _, g := range []interface{ validate() error }{pl.CodeQuality, pl.Security, pl.Performance} {
+				if err := g.validate(); err != nil {
+					return c.errf(pl.Pos.Line, "pipeline %q: %v", pl.Name, err)
+				}
+			}
+		}
+	}
 	return nil
+}
+
+// Pipeline finds a program's pipeline.
+func (c *Config) Pipeline(program, pipeline string) (*Program, *Pipeline, bool) {
+	for i := range c.Programs {
+		p := &c.Programs[i]
+		if p.Name != program {
+			continue
+		}
+		for j := range p.Pipelines {
+			if p.Pipelines[j].Name == pipeline {
+				return p, &p.Pipelines[j], true
+			}
+		}
+		return p, nil, false
+	}
+	return nil, nil, false
 }
 
 // ValidCachePath checks a dispatcher cache path: absolute, no "..", no
