@@ -71,7 +71,7 @@ echo "Syntax OK"
 // harness (without running Apache), fake configtest and reload commands,
 // and an in-memory journal.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	base    string
 	httpd   string
 	cfg     *Config
@@ -91,7 +91,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 // one, for tests that run hundreds of deployments: fsync and syncfs cost
 // nothing there, and rename, RENAME_EXCHANGE and chattr +i behave as on
 // disk. Elsewhere it is t.TempDir().
-func memTempDir(t *testing.T) string {
+func memTempDir(t testing.TB) string {
 	var st syscall.Statfs_t
 	const tmpfsMagic = 0x01021994
 	if syscall.Statfs("/dev/shm", &st) != nil || st.Type != tmpfsMagic {
@@ -108,7 +108,7 @@ func memTempDir(t *testing.T) string {
 	return dir
 }
 
-func newEnvAt(t *testing.T, base string, mod func(*Config)) *env {
+func newEnvAt(t testing.TB, base string, mod func(*Config)) *env {
 	t.Helper()
 	e := &env{t: t, base: base, httpd: filepath.Join(base, "httpd"), fetch: &fakeFetcher{paths: map[string]string{}},
 		reloads: filepath.Join(base, "reloads"), log: testlog.New(t, "dispatcher")}
@@ -344,7 +344,7 @@ func (e *env) restart(crash *crashHook) []*task.Result {
 
 var errCrashed = fmt.Errorf("crashed")
 
-func dispOut(t *testing.T, r *task.Result) *task.DispatcherOutput {
+func dispOut(t testing.TB, r *task.Result) *task.DispatcherOutput {
 	t.Helper()
 	require.NotNil(t, r)
 	if r.Output == nil {
