@@ -209,6 +209,9 @@ func packageVersion(raw string) (string, error) {
 	if semverLike.MatchString(v) {
 		return v, nil
 	}
+	if v == "dev" { // the Makefile's VERSION outside a git checkout
+		return "0.0.0~dev", nil
+	}
 	if untagged.MatchString(v) {
 		return "0.0.0~dev." + strings.ReplaceAll(v, "-", "."), nil
 	}
