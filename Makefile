@@ -7,7 +7,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/deckhand-dev/deckhand/pkg/version.Version=$(VERSION)
 
-.PHONY: all build test test-short demo proto vet fmt bench clean
+.PHONY: all build test test-short demo proto vet fmt bench clean package
 
 all: build
 
@@ -30,6 +30,12 @@ demo: build
 
 bench: build
 	$(GO) run ./e2e/bench/fleet --bin $(BIN)
+
+# package builds dist/deckhand-{agent,server}_<version>_amd64.{deb,rpm} from
+# bin/ (packaging/README.md). The tag brings in nfpm's deb and rpm packagers
+# (packaging/nfpm/packagers.go).
+package: build
+	$(GO) run -tags nfpm_packagers ./packaging/nfpm --bin $(BIN) --dist $(CURDIR)/dist --version $(VERSION)
 
 $(BIN)/protoc-gen-go:
 	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
