@@ -14,6 +14,7 @@ import (
 
 	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/fleet"
+	"github.com/deckhand-dev/deckhand/controlplane/pipeline"
 	"github.com/deckhand-dev/deckhand/controlplane/pki"
 	"github.com/deckhand-dev/deckhand/controlplane/rollout"
 	"github.com/deckhand-dev/deckhand/controlplane/store"
@@ -39,6 +40,8 @@ type Admin struct {
 	// Rollouts runs deployments; Sets resolves artifact sets for them.
 	Rollouts *rollout.Manager
 	Sets     SetResolver
+	// Pipelines runs pipeline executions.
+	Pipelines *pipeline.Manager
 	// FactsTimeout bounds GetHostFacts when the caller set no deadline.
 	FactsTimeout time.Duration
 }

@@ -3,22 +3,16 @@ package rollout_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/deckhand-dev/deckhand/agent"
-	agentconfig "github.com/deckhand-dev/deckhand/agent/config"
-	"github.com/deckhand-dev/deckhand/agent/worker"
 	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/rollout"
 	"github.com/deckhand-dev/deckhand/controlplane/server/servertest"
 	"github.com/deckhand-dev/deckhand/e2e/invariants"
 	"github.com/deckhand-dev/deckhand/pkg/task"
-	"github.com/deckhand-dev/deckhand/pkg/testlog"
 	"github.com/stretchr/testify/require"
 )
 
@@ -50,98 +44,18 @@ environments:
       - {id: d-dispatcher1, role: dispatcher, pair: 1}
 `
 
-// sim plays every host: instant no-op executors behind real agents over
-// real gRPC, recording what ran and failing or blocking on demand.
-type sim struct {
-	mu    sync.Mutex
-	runs  map[string]int           // task id -> times the work started
-	order []string                 // "kind:host" in start order
-	fail  map[string]string        // step key -> error
-	gate  map[string]chan struct{} // step key -> wait for close
-}
-
-func newSim() *sim {
-	return &sim{runs: map[string]int{}, fail: map[string]string{}, gate: map[string]chan struct{}{}}
-}
-
-func (s *sim) handler(kind string) worker.Handler {
-	return worker.HandlerFunc(func(ctx context.Context, t *worker.Task) (any, error) {
-		s.mu.Lock()
-		s.runs[t.Spec.ID]++
-		s.order = append(s.order, kind+":"+t.Spec.HostID)
-		msg := s.fail[t.Spec.Step]
-		g := s.gate[t.Spec.Step]
-		s.mu.Unlock()
-		if g != nil {
-			select {
-			case <-g:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
-		var out any
-		switch kind {
-		case "dispatcher_deploy", "dispatcher_restore":
-			o := &task.DispatcherOutput{BackupID: "b-" + t.Spec.ID, Files: 3, ConfigTest: "Syntax OK"}
-			if msg != "" {
-				o.ConfigTest, o.Restored = msg, true
-			}
-			out = o
-		case "package_install":
-			out = &task.PackageInstallOutput{Packages: []task.PackageOutcome{{ID: "g:n:1", Status: "installed"}}}
-		case "cache_flush":
-			out = &task.CacheFlushOutput{Paths: []task.FlushedPath{{Path: "/content/site", Action: "invalidate"}}}
-		case "lb_detach":
-			out = &task.LBOutput{State: "detached", Drained: true}
-		case "lb_attach":
-			out = &task.LBOutput{State: "in-service", Drained: true}
-		}
-		if msg != "" {
-			return out, errors.New(msg)
-		}
-		return out, nil
-	})
-}
-
-func (s *sim) startOrder() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.order...)
-}
-
 type env struct {
 	t   testing.TB
 	c   *servertest.Control
-	sim *sim
+	sim *servertest.Sim
 }
 
 func start(t *testing.T, hosts ...string) *env { return startWith(t, topology, hosts...) }
 
 func startWith(t testing.TB, topology string, hosts ...string) *env {
 	c := servertest.Start(t, servertest.Options{Topology: topology, HeartbeatInterval: 200 * time.Millisecond})
-	e := &env{t: t, c: c, sim: newSim()}
-	handlers := map[string]worker.Handler{}
-	for _, k := range []string{"dispatcher_deploy", "dispatcher_restore", "package_install", "cache_flush", "lb_detach", "lb_attach"} {
-		handlers[k] = e.sim.handler(k)
-	}
-	for _, h := range hosts {
-		acfg, err := agentconfig.Parse("a.yaml", []byte(c.AgentConfig(h, t.TempDir(), "")))
-		require.NoError(t, err)
-		a, err := agent.New(acfg, agent.Options{Logger: testlog.New(t, h), ExtraHandlers: handlers})
-		require.NoError(t, err)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { a.Run(ctx); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
-	}
-	require.Eventually(t, func() bool {
-		for _, h := range hosts {
-			if !c.Server.Fleet().Online(h) {
-				return false
-			}
-		}
-		return true
-	}, 60*time.Second, 10*time.Millisecond)
+	e := &env{t: t, c: c, sim: servertest.NewSim()}
+	c.StartSimAgents(t, e.sim, hosts...)
 	return e
 }
 
@@ -199,9 +113,7 @@ func (e *env) checkInvariants(evs []rollout.Event, envName string) {
 }
 
 func (e *env) noTaskRanTwice() {
-	e.sim.mu.Lock()
-	defer e.sim.mu.Unlock()
-	for id, n := range e.sim.runs {
+	for id, n := range e.sim.Runs() {
 		require.Equal(e.t, 1, n, "task %s ran %d times", id, n)
 	}
 }
@@ -221,7 +133,7 @@ func TestProductionRollout(t *testing.T) {
 	for _, s := range steps {
 		require.Equal(t, rollout.StepSucceeded, s.Status, s.Key)
 	}
-	order := e.sim.startOrder()
+	order := e.sim.Order()
 	require.Equal(t, "package_install:author1", order[0], "author first")
 	idx := func(s string) int {
 		for i, o := range order {
@@ -243,7 +155,7 @@ func TestProductionRollout(t *testing.T) {
 
 func TestFailedDispatcherDeployStopsAndReattaches(t *testing.T) {
 	e := start(t, prodHosts...)
-	e.sim.fail["pair1.deploy.dispatcher1"] = "AH00526: Syntax error on line 3 of /etc/httpd/conf.d/x.conf:\nInvalid command 'Bogus'"
+	e.sim.Fail("pair1.deploy.dispatcher1", "AH00526: Syntax error on line 3 of /etc/httpd/conf.d/x.conf:\nInvalid command 'Bogus'")
 	d, steps, evs := e.run(e.request("prod", rollout.ActionDeploy))
 	require.Equal(t, rollout.StateFailed, d.State)
 	require.Contains(t, d.Error, "AH00526: Syntax error on line 3")
@@ -260,7 +172,7 @@ func TestFailedDispatcherDeployStopsAndReattaches(t *testing.T) {
 
 func TestFailedPublishLeavesItsPairDetached(t *testing.T) {
 	e := start(t, prodHosts...)
-	e.sim.fail["pair1.install.publish1"] = "Refusing to install package g:n:1. required dependencies missing: [x]"
+	e.sim.Fail("pair1.install.publish1", "Refusing to install package g:n:1. required dependencies missing: [x]")
 	d, steps, evs := e.run(e.request("prod", rollout.ActionDeploy))
 	require.Equal(t, rollout.StateFailed, d.State)
 	st := statuses(steps)
@@ -275,7 +187,7 @@ func TestNonProduction(t *testing.T) {
 	e := start(t, "s-author", "s-publish1", "s-dispatcher1", "s-publish2", "s-dispatcher2", "d-author", "d-publish1", "d-dispatcher1")
 	d, _, evs := e.run(e.request("stage", rollout.ActionDeploy))
 	require.Equal(t, rollout.StateSucceeded, d.State, d.Error)
-	order := e.sim.startOrder()
+	order := e.sim.Order()
 	require.ElementsMatch(t, []string{"lb_detach:s-dispatcher1", "lb_detach:s-dispatcher2"}, order[:2], "every dispatcher detached first")
 	require.ElementsMatch(t, []string{"lb_attach:s-dispatcher1", "lb_attach:s-dispatcher2"}, order[len(order)-2:], "attached last")
 	e.checkInvariants(evs, "stage")
@@ -290,8 +202,7 @@ func TestNonProduction(t *testing.T) {
 
 func TestCancelStopsAfterRunningStepsAndReattaches(t *testing.T) {
 	e := start(t, prodHosts...)
-	gate := make(chan struct{})
-	e.sim.gate["pair1.deploy.dispatcher1"] = gate
+	gate := e.sim.Gate("pair1.deploy.dispatcher1")
 	m := e.c.Server.Rollouts()
 	id, err := m.Start(e.request("prod", rollout.ActionDeploy), "tester")
 	require.NoError(t, err)
@@ -313,8 +224,7 @@ func TestCancelStopsAfterRunningStepsAndReattaches(t *testing.T) {
 
 func TestResumeAfterControlPlaneRestart(t *testing.T) {
 	e := start(t, prodHosts...)
-	gate := make(chan struct{})
-	e.sim.gate["pair1.deploy.dispatcher1"] = gate
+	gate := e.sim.Gate("pair1.deploy.dispatcher1")
 	m := e.c.Server.Rollouts()
 	id, err := m.Start(e.request("prod", rollout.ActionDeploy), "tester")
 	require.NoError(t, err)
@@ -340,8 +250,7 @@ func TestResumeAfterControlPlaneRestart(t *testing.T) {
 
 func TestOneDeploymentPerEnvironment(t *testing.T) {
 	e := start(t, prodHosts...)
-	gate := make(chan struct{})
-	e.sim.gate["author.install.author1"] = gate
+	gate := e.sim.Gate("author.install.author1")
 	m := e.c.Server.Rollouts()
 	id, err := m.Start(e.request("prod", rollout.ActionDeploy), "tester")
 	require.NoError(t, err)

@@ -17,9 +17,11 @@ import (
 	"github.com/deckhand-dev/deckhand/controlplane/auth"
 	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/fleet"
+	"github.com/deckhand-dev/deckhand/controlplane/pipeline"
 	"github.com/deckhand-dev/deckhand/controlplane/pki"
 	"github.com/deckhand-dev/deckhand/controlplane/rollout"
 	"github.com/deckhand-dev/deckhand/controlplane/store"
+	"github.com/deckhand-dev/deckhand/pkg/clock"
 	"github.com/deckhand-dev/deckhand/pkg/identity"
 	"github.com/deckhand-dev/deckhand/pkg/version"
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
@@ -53,23 +55,34 @@ type Options struct {
 	// Sets resolves artifact sets for deployments (tests; the server's own
 	// artifact store is used when nil).
 	Sets api.SetResolver
+	// Clock drives pipeline waits (schedules, 7-day timeouts); tests pass
+	// a fake one. Default: the wall clock.
+	Clock clock.Clock
+	// Gates evaluates pipeline gates (default: the built-in gates).
+	Gates pipeline.Gates
+	// GitCheck checks a pipeline's branch (default: git ls-remote).
+	GitCheck func(ctx context.Context, repo, branch string) error
 }
 
 // Server is one running control plane.
 type Server struct {
-	cfg      *config.Config
-	log      hclog.Logger
-	store    *store.Store
-	blobs    *artifacts.Blobs
-	fleet    *fleet.Fleet
-	grpc     *grpc.Server
-	ln       *fleet.ConnTracker
-	epoch    uint64
-	pki      *pki.PKI
-	authz    *auth.Authorizer
-	rollouts *rollout.Manager
-	stopped  sync.Once
+	cfg       *config.Config
+	log       hclog.Logger
+	store     *store.Store
+	blobs     *artifacts.Blobs
+	fleet     *fleet.Fleet
+	grpc      *grpc.Server
+	ln        *fleet.ConnTracker
+	epoch     uint64
+	pki       *pki.PKI
+	authz     *auth.Authorizer
+	rollouts  *rollout.Manager
+	pipelines *pipeline.Manager
+	stopped   sync.Once
 }
+
+// Pipelines exposes the pipeline executions.
+func (s *Server) Pipelines() *pipeline.Manager { return s.pipelines }
 
 // Rollouts exposes the deployment manager.
 func (s *Server) Rollouts() *rollout.Manager { return s.rollouts }
@@ -165,11 +178,16 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	gs := grpc.NewServer(gopts...)
 	pb.RegisterAgentServiceServer(gs, fl)
 	rollouts := rollout.NewManager(st.Backend(), fl, log)
+	artSets := artifacts.NewSets(blobs, st.Backend())
 	sets := opts.Sets
 	if sets == nil {
-		sets = SetResolver(artifacts.NewSets(blobs, st.Backend()))
+		sets = SetResolver(artSets)
 	}
-	pb.RegisterAdminServiceServer(gs, &api.Admin{Fleet: fl, Store: st, Hosts: cfg, PKI: ca, ServerAddress: addr, Config: cfg, Rollouts: rollouts, Sets: sets})
+	pipelines := pipeline.New(pipeline.Deps{
+		Backend: st.Backend(), Config: cfg, Fleet: fl, Rollouts: rollouts,
+		Artifacts: pipelineArtifacts{resolve: sets, sets: artSets}, Gates: opts.Gates, Clock: opts.Clock, GitCheck: opts.GitCheck, Logger: log,
+	})
+	pb.RegisterAdminServiceServer(gs, &api.Admin{Fleet: fl, Store: st, Hosts: cfg, PKI: ca, ServerAddress: addr, Config: cfg, Rollouts: rollouts, Sets: sets, Pipelines: pipelines})
 	pb.RegisterArtifactServiceServer(gs, artifacts.NewService(artifacts.NewSets(blobs, st.Backend()), authz.Record))
 	if ca != nil {
 		pb.RegisterEnrollServiceServer(gs, &pki.EnrollServer{P: ca, Audit: authz.Record})
@@ -182,7 +200,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	} else {
 		log.Warn("server ready in --dev-insecure mode: no TLS, no authentication; for local demos only", "listen", addr, "epoch", epoch, "config", cfg.String(), "version", version.Version)
 	}
-	return &Server{cfg: cfg, log: log, store: st, blobs: blobs, fleet: fl, grpc: gs, ln: tracker, epoch: epoch, pki: ca, authz: authz, rollouts: rollouts}, nil
+	return &Server{cfg: cfg, log: log, store: st, blobs: blobs, fleet: fl, grpc: gs, ln: tracker, epoch: epoch, pki: ca, authz: authz, rollouts: rollouts, pipelines: pipelines}, nil
 }
 
 // CredentialsFile is where the first admin's credentials are written.
@@ -248,6 +266,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err := s.rollouts.Resume(); err != nil {
 		s.log.Error("cannot resume deployments", "error", err)
 	}
+	if err := s.pipelines.Resume(); err != nil {
+		s.log.Error("cannot resume pipeline executions", "error", err)
+	}
 	var err error
 	select {
 	case <-ctx.Done():
@@ -269,6 +290,7 @@ func (s *Server) Stop() {
 	s.stopped.Do(func() {
 		// Runners first: they stop without touching persisted state and
 		// resume at the next start.
+		s.pipelines.Shutdown()
 		s.rollouts.Shutdown()
 		s.grpc.Stop()
 		if err := s.store.Close(); err != nil {
@@ -295,4 +317,17 @@ func SetResolver(sets *artifacts.Sets) api.SetResolver {
 		}
 		return out, nil
 	}
+}
+
+// pipelineArtifacts gives pipelines the artifact store.
+type pipelineArtifacts struct {
+	resolve api.SetResolver
+	sets    *artifacts.Sets
+}
+
+func (p pipelineArtifacts) Resolve(id string) (rollout.Artifacts, error) { return p.resolve(id) }
+
+func (p pipelineArtifacts) CreateSet(version string, digests []string, by string) (string, error) {
+	set, _, err := p.sets.Create(version, digests, by)
+	return set.ID, err
 }

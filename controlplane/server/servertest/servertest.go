@@ -46,6 +46,8 @@ type Options struct {
 	Extra             string
 	HeartbeatInterval time.Duration
 	DevInsecure       bool
+	// Server adjusts the server options (clock, gates...).
+	Server func(*server.Options)
 }
 
 // Control is a running test control plane.
@@ -95,7 +97,11 @@ func (c *Control) Start() {
 	}
 	require.NoError(c.t, err)
 	c.Addr = ln.Addr().String()
-	srv, err := server.New(c.Config, server.Options{Logger: testlog.New(c.t, "server"), Listener: ln, DevInsecure: c.Opts.DevInsecure})
+	so := server.Options{Logger: testlog.New(c.t, "server"), Listener: ln, DevInsecure: c.Opts.DevInsecure}
+	if c.Opts.Server != nil {
+		c.Opts.Server(&so)
+	}
+	srv, err := server.New(c.Config, so)
 	require.NoError(c.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
