@@ -16,13 +16,15 @@ import (
 // TestOrderedInstall pushes a dependency chain, a fan-out and a fan-in in
 // scrambled order to every host. AEM runs in strict mode, so an install
 // before its dependencies would be refused. With several hosts, the first
-// install on each is slowed to a second, and the three slow installs must
+// install on each is slowed to two seconds, and the three slow installs must
 // overlap: the hosts deploy in parallel, not one after the other.
 func TestOrderedInstall(t *testing.T) {
 	forEachTopology(t, func(t *testing.T, hosts []string) {
 		c := newCluster(t, hosts, options{})
 		arts := c.upload(standardSet)
-		const slow = time.Second
+		// Long enough that agents starting a little apart (fetching and
+		// reading the packages first) still overlap on a loaded machine.
+		const slow = 2 * time.Second
 		if len(hosts) > 1 {
 			for _, h := range c.hosts {
 				_, err := h.sim.AddFault(sim.Fault{Kind: sim.FaultSlowInstall, Package: pid("base"), Delay: sim.Duration(slow), Count: 1})
