@@ -98,7 +98,7 @@ func newSandbox(t *testing.T, systemd bool) *sandbox {
 	stub := func(name, body string) {
 		s.write(filepath.Join("stubs", name), "#!/bin/sh\necho \""+name+" $*\" >> "+log+"\n"+body, 0o755)
 	}
-	stub("systemctl", "")
+	stub("systemctl", "[ ! -e "+filepath.Join(s.dir, "log", "systemctl-fails")+" ] || exit 1\n")
 	stub("groupadd", "for a; do name=$a; done\necho \"$name:x:990:\" >> /etc/group\n")
 	stub("useradd", "for a; do name=$a; done\necho \"$name:x:990:990:Deckhand:/nonexistent:/usr/sbin/nologin\" >> /etc/passwd\n")
 	return s
@@ -330,5 +330,34 @@ func TestPreremove(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A systemd that refuses (a broken unit, a container with systemctl but
+// no manager) must not fail the package installation: the files are in
+// place and the operator is told.
+func TestPostinstallSurvivesSystemctlFailures(t *testing.T) {
+	needRoot(t)
+	for _, tc := range []struct {
+		script   string
+		enrolled bool
+	}{
+		{"server-postinstall.sh", false},
+		{"agent-postinstall.sh", true},
+	} {
+		t.Run(tc.script, func(t *testing.T) {
+			s := newSandbox(t, true)
+			s.write("log/systemctl-fails", "", 0o644)
+			if tc.enrolled {
+				if err := os.MkdirAll(filepath.Join(s.dir, "varlib/deckhand-agent/tls"), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				s.write("varlib/deckhand-agent/tls/agent.crt", "cert", 0o600)
+			}
+			out := s.run(script(tc.script), "configure", "")
+			if !strings.Contains(out, "could not enable") {
+				t.Errorf("no word about the failed enable:\n%s", out)
+			}
+		})
 	}
 }

@@ -48,7 +48,7 @@ if command -v systemctl >/dev/null 2>&1; then
 	running=false
 	[ -d /run/systemd/system ] && running=true # systemd is PID 1
 	if $running; then
-		systemctl daemon-reload
+		systemctl daemon-reload || echo "deckhand-agent: systemctl daemon-reload failed" >&2
 	fi
 	if $upgrade; then
 		# Same enablement as before; a running agent restarts on the new
@@ -60,7 +60,7 @@ if command -v systemctl >/dev/null 2>&1; then
 	fi
 	if $enrolled; then
 		# Reinstalled on an enrolled host: it may run as before.
-		systemctl enable "$unit"
+		systemctl enable "$unit" || echo "deckhand-agent: could not enable $unit" >&2
 		if $running; then
 			systemctl start "$unit" || echo "deckhand-agent did not start; see: journalctl -u $unit" >&2
 		fi

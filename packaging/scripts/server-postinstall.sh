@@ -43,7 +43,7 @@ command -v systemctl >/dev/null 2>&1 || exit 0
 running=false
 [ -d /run/systemd/system ] && running=true # systemd is PID 1 (not a chroot/container build)
 if $running; then
-	systemctl daemon-reload
+	systemctl daemon-reload || echo "deckhand-server: systemctl daemon-reload failed" >&2
 fi
 if $upgrade; then
 	# Same enablement as before the upgrade; restart only if it was running,
@@ -53,7 +53,9 @@ if $upgrade; then
 	fi
 	exit 0
 fi
-systemctl enable "$unit" # works without a running systemd too
+# enable works without a running systemd too. A failure here must not fail
+# the installation: the files are in place, the operator can enable it.
+systemctl enable "$unit" || echo "deckhand-server: could not enable $unit" >&2
 if $running; then
 	if systemctl start "$unit"; then
 		echo "deckhand-server started. The first admin's credentials are in $datadir/admin-credentials.yaml"
