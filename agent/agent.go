@@ -89,7 +89,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		HostID: cfg.HostID,
 		Logger: log.Named("artifacts"),
 	}
-	handlers, err := buildHandlers(deps{cfg: cfg, log: log, journal: j, fetcher: a.fetcher})
+	handlers, err := buildHandlers(deps{cfg: cfg, log: log, journal: j, fetcher: a.fetcher, conn: a.fetcher.Conn})
 	if err != nil {
 		j.Close()
 		return nil, err

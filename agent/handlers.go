@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"context"
+
 	"github.com/deckhand-dev/deckhand/agent/aem"
 	"github.com/deckhand-dev/deckhand/agent/artifacts"
+	"github.com/deckhand-dev/deckhand/agent/build"
 	"github.com/deckhand-dev/deckhand/agent/config"
 	"github.com/deckhand-dev/deckhand/agent/hostfacts"
 	"github.com/deckhand-dev/deckhand/agent/journal"
@@ -11,6 +14,7 @@ import (
 	"github.com/deckhand-dev/deckhand/pkg/task"
 	"github.com/deckhand-dev/deckhand/pkg/version"
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
 )
 
 // deps is what task handlers may use.
@@ -19,6 +23,8 @@ type deps struct {
 	log     hclog.Logger
 	journal *journal.Journal
 	fetcher artifacts.Fetcher
+	// conn returns the current connection to the server (uploads).
+	conn func(ctx context.Context) (*grpc.ClientConn, error)
 }
 
 // buildHandlers registers one handler per task kind this agent runs. Kinds
@@ -41,6 +47,13 @@ func buildHandlers(d deps) (map[string]worker.Handler, error) {
 			return nil, err
 		}
 		h[task.LBDetach{}.Name()], h[task.LBAttach{}.Name()] = detach, attach
+	}
+	if d.cfg.Builder != nil {
+		b, err := build.New(d.cfg.Builder, d.conn, d.cfg.HostID, d.log.Named("build"))
+		if err != nil {
+			return nil, err
+		}
+		h[task.Build{}.Name()], h[task.CodeScan{}.Name()] = b.BuildHandler(), b.ScanHandler()
 	}
 	return h, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/deckhand-dev/deckhand/agent/aem"
+	"github.com/deckhand-dev/deckhand/agent/build"
 	"github.com/deckhand-dev/deckhand/agent/lbtask"
 	"github.com/deckhand-dev/deckhand/pkg/yamlconf"
 )
@@ -58,6 +59,9 @@ type Config struct {
 	// LB is how this dispatcher is detached from and attached to its load
 	// balancer; without it the agent refuses load-balancer tasks.
 	LB *lbtask.Config `yaml:"lb"`
+	// Builder makes this host a builder: clone, build and scan profiles
+	// (docs/builder.md); without it the agent refuses build tasks.
+	Builder *build.Config `yaml:"builder"`
 }
 
 func isLoopback(addr string) bool {
@@ -132,6 +136,11 @@ func (c *Config) validate() error {
 	}
 	if c.AEM != nil {
 		if err := c.AEM.Validate(c.File); err != nil {
+			return err
+		}
+	}
+	if c.Builder != nil {
+		if err := c.Builder.Validate(c.File, c.DataDir); err != nil {
 			return err
 		}
 	}

@@ -49,6 +49,8 @@ type Config struct {
 	Renew func(host string, csr []byte) ([]byte, error)
 	// Blobs serves FetchArtifact; nil refuses downloads.
 	Blobs *artifacts.Blobs
+	// Sets stores what builders upload (UploadArtifact); nil refuses uploads.
+	Sets *artifacts.Sets
 	// Tracker, when set, lets the fleet cut a session's connection.
 	Tracker       *ConnTracker
 	Logger        hclog.Logger

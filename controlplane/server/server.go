@@ -147,6 +147,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	fcfg := fleet.Config{
 		Store: st, Hosts: cfg, Epoch: epoch, Blobs: blobs, HeartbeatInterval: cfg.HeartbeatInterval.D(),
 		MissedHeartbeats: opts.MissedHeartbeats, Logger: log, ServerVersion: version.Version,
+		Sets: artifacts.NewSets(blobs, st.Backend()),
 	}
 	if ca != nil {
 		fcfg.Authenticate, fcfg.Renew = ca.AuthenticateHost, ca.Renew
