@@ -161,9 +161,10 @@ func (m *Manager) Start(program, pipeline string, o StartOptions) (*Execution, e
 	if err := m.rec.save(e); err != nil {
 		return nil, err
 	}
+	cp := m.copyOf(e) // e belongs to its runner from here on
 	m.launchLocked(e)
-	m.publish(Event{At: now, ExecutionID: id, ProgramID: program, PipelineID: pipeline, Status: ExecRunning, Message: fmt.Sprintf("started by %s (%s)", o.User, e.Mode)})
-	return m.copyOf(e), nil
+	m.publish(Event{At: now, ExecutionID: id, ProgramID: program, PipelineID: pipeline, Status: ExecRunning, Message: fmt.Sprintf("started by %s (%s)", o.User, cp.Mode)})
+	return cp, nil
 }
 
 // plannedSteps lists the steps of an execution, leaving out the ones the

@@ -570,9 +570,11 @@ func (r *run) follow(ctx context.Context, s *Step, taskID string) func() {
 				r.logf(s, "%s", strings.Join(out, "\n"))
 				r.mu.Unlock()
 			}
+			if fctx.Err() != nil {
+				return // that was the last copy, after the task ended
+			}
 			select {
 			case <-fctx.Done():
-				return
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
