@@ -1,4 +1,3 @@
-//go:build nfpm_packagers
 
 package main
 
