@@ -223,14 +223,16 @@ func BenchmarkDeploy(b *testing.B) {
 }
 
 // TestGeneratedConfigDeploys keeps the benchmark's config honest: it is
-// valid for Apache and passes the include validator.
+// valid for Apache and passes the include validator. It deploys a smaller
+// one than the benchmark (same shape): extraction fsyncs every file, which
+// costs seconds for 2,000 files on a busy disk.
 func TestGeneratedConfigDeploys(t *testing.T) {
 	in := apache.Start(t, apache.Config{})
 	e := newApacheEnv(t, in, testlog.New(t, "dispatcher"))
 	start := time.Now()
-	r := e.run(e.dispatcher(), task.DispatcherDeploy{Artifact: e.artifact(genArtifact(2000, "a"))}, nil)
+	r := e.run(e.dispatcher(), task.DispatcherDeploy{Artifact: e.artifact(genArtifact(400, "a"))}, nil)
 	require.NoError(t, r.Err())
-	require.GreaterOrEqual(t, dispOut(t, r).Files, 1990)
-	t.Logf("2,000-file deploy on real Apache took %v", time.Since(start))
+	require.GreaterOrEqual(t, dispOut(t, r).Files, 390)
+	t.Logf("400-file deploy on real Apache took %v", time.Since(start))
 	require.Eventually(t, func() bool { _, b, err := in.Get("/page"); return err == nil && b == "version 1\n" }, 10*time.Second, 10*time.Millisecond)
 }
