@@ -7,6 +7,7 @@ import (
 	"github.com/deckhand-dev/deckhand/agent/artifacts"
 	"github.com/deckhand-dev/deckhand/agent/build"
 	"github.com/deckhand-dev/deckhand/agent/config"
+	"github.com/deckhand-dev/deckhand/agent/dispatcher"
 	"github.com/deckhand-dev/deckhand/agent/hostfacts"
 	"github.com/deckhand-dev/deckhand/agent/journal"
 	"github.com/deckhand-dev/deckhand/agent/lbtask"
@@ -54,6 +55,15 @@ func buildHandlers(d deps) (map[string]worker.Handler, error) {
 			return nil, err
 		}
 		h[task.Build{}.Name()], h[task.CodeScan{}.Name()] = b.BuildHandler(), b.ScanHandler()
+	}
+	if d.cfg.Dispatcher != nil {
+		disp, err := dispatcher.New(d.cfg.Dispatcher, d.journal, d.fetcher, d.log.Named("dispatcher"))
+		if err != nil {
+			return nil, err
+		}
+		for k, dh := range disp.Handlers() {
+			h[k] = dh
+		}
 	}
 	return h, nil
 }

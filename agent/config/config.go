@@ -10,6 +10,7 @@ import (
 
 	"github.com/deckhand-dev/deckhand/agent/aem"
 	"github.com/deckhand-dev/deckhand/agent/build"
+	"github.com/deckhand-dev/deckhand/agent/dispatcher"
 	"github.com/deckhand-dev/deckhand/agent/lbtask"
 	"github.com/deckhand-dev/deckhand/pkg/yamlconf"
 )
@@ -62,6 +63,10 @@ type Config struct {
 	// Builder makes this host a builder: clone, build and scan profiles
 	// (docs/builder.md); without it the agent refuses build tasks.
 	Builder *build.Config `yaml:"builder"`
+	// Dispatcher is this host's Apache dispatcher config tree and cache;
+	// without it the agent refuses dispatcher deploy/restore and cache
+	// flush tasks.
+	Dispatcher *dispatcher.Config `yaml:"dispatcher"`
 }
 
 func isLoopback(addr string) bool {
@@ -141,6 +146,11 @@ func (c *Config) validate() error {
 	}
 	if c.Builder != nil {
 		if err := c.Builder.Validate(c.File, c.DataDir); err != nil {
+			return err
+		}
+	}
+	if c.Dispatcher != nil {
+		if err := c.Dispatcher.Prepare(c.File, c.DataDir); err != nil {
 			return err
 		}
 	}
