@@ -53,7 +53,13 @@ func New(cfg *Config, j *journal.Journal, fetch artifacts.Fetcher, log hclog.Log
 	} else if !st.IsDir() {
 		return nil, fmt.Errorf("dispatcher: httpd_dir %s is not a directory", cfg.HTTPDDir)
 	}
-	return &Dispatcher{cfg: cfg, j: j, fetch: fetch, log: log, now: time.Now}, nil
+	d := &Dispatcher{cfg: cfg, j: j, fetch: fetch, log: log, now: time.Now}
+	// At start-up: leftovers of tasks that are no longer open go now; those
+	// of open (interrupted) tasks stay for their recovery.
+	d.mu.Lock()
+	d.cleanup()
+	d.mu.Unlock()
+	return d, nil
 }
 
 // Config returns the dispatcher's configuration.
@@ -147,7 +153,8 @@ func (d *Dispatcher) cleanup() {
 	}
 	if ents, err := os.ReadDir(d.cfg.WorkDir); err == nil {
 		for _, e := range ents {
-			if keepWork[e.Name()] {
+			// Only our own names: work_dir may be shared by mistake.
+			if keepWork[e.Name()] || !strings.HasPrefix(e.Name(), "tx-") {
 				continue
 			}
 			p := filepath.Join(d.cfg.WorkDir, e.Name())

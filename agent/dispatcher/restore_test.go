@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/deckhand-dev/deckhand/agent/journal"
 	"github.com/deckhand-dev/deckhand/pkg/task"
 	"github.com/stretchr/testify/require"
 )
@@ -130,4 +131,41 @@ func TestBackupsPruneKeepsLastN(t *testing.T) {
 	require.NoError(t, r.Err())
 	require.NoDirExists(t, orphan)
 	e.requireNoLeftovers()
+}
+
+// TestBackupsIndexOnBolt: the index lives in the agent's bbolt journal
+// (its bucket is created on first use) and survives a restart.
+func TestBackupsIndexOnBolt(t *testing.T) {
+	e := newEnv(t, nil)
+	dataDir := t.TempDir()
+	j, err := journal.Open(dataDir)
+	require.NoError(t, err)
+	e.j = j
+	r := e.run(e.dispatcher(), task.DispatcherDeploy{Artifact: e.artifact(withFiles(rules("v2")))}, nil)
+	require.NoError(t, r.Err())
+	require.NoError(t, j.Close())
+
+	j, err = journal.Open(dataDir)
+	require.NoError(t, err)
+	defer j.Close()
+	all, err := ListBackups(e.cfg, j)
+	require.NoError(t, err)
+	require.Len(t, all, 1)
+	require.Equal(t, BackupID(r.TaskID), all[0].ID)
+	require.Equal(t, OutcomeApplied, all[0].Outcome)
+}
+
+// TestStartupCleanup: New removes what finished or unknown tasks left in
+// the work and backup dirs, and nothing else.
+func TestStartupCleanup(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, p := range []string{filepath.Join(e.cfg.WorkDir, "tx-0123456789abcdef", "stage"), filepath.Join(e.cfg.BackupDir, ".tmp-bk-0123456789abcdef")} {
+		require.NoError(t, os.MkdirAll(p, 0o700))
+	}
+	foreign := filepath.Join(e.cfg.WorkDir, "not-ours")
+	require.NoError(t, os.MkdirAll(foreign, 0o700))
+	e.dispatcher()
+	require.NoDirExists(t, filepath.Join(e.cfg.WorkDir, "tx-0123456789abcdef"))
+	require.NoDirExists(t, filepath.Join(e.cfg.BackupDir, ".tmp-bk-0123456789abcdef"))
+	require.DirExists(t, foreign)
 }
