@@ -143,6 +143,9 @@ func (b *Builder) runBuild(ctx context.Context, t *worker.Task) (any, error) {
 	ws := b.workspaceFor(t.Spec.ID)
 	defer b.acquire(filepath.Base(ws.root))()
 	if t.Attempt() > 1 {
+		// An agent crash or shutdown interrupted the earlier attempt;
+		// whatever it left is discarded with the workspace.
+		b.log.Info("build interrupted earlier; running it again from a fresh workspace", "task", t.Spec.ID, "attempt", t.Attempt())
 		t.Logf("[deckhand] attempt %d: the earlier run was interrupted; starting again from a fresh workspace", t.Attempt())
 	}
 	if err := ws.fresh(); err != nil {
