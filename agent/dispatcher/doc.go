@@ -12,8 +12,9 @@
 //     Failure names each missing file and the file:line referencing it;
 //     the live tree has not been touched.
 //  2. Back up the live managed dirs to <backup_dir>/<id>/ with a manifest.
-//  3. and 4. Replace the managed dirs by the staged ones (the swap below):
-//     everything but the immutable files goes, the artifact's copies of
+//  3. Delete all configs but the immutable files, and
+//  4. extract the artifact into the httpd dir: both at once, by swapping
+//     the staged managed dirs in (below). The artifact's copies of
 //     immutable files are never written (output.Ignored).
 //  5. Run configtest on the live tree.
 //  6. Pass: reload. Fail: put the old dirs back, reload, and return the
@@ -37,9 +38,9 @@
 //	  .tmp-bk-*/                     a backup being written (renamed into place when complete)
 //
 // Backup and work dir names are derived from the task id, so a re-run of a
-// task finds its own backup and work dir, and start-up cleanup (run before
-// every deploy, restore and recovery) removes those of tasks that are no
-// longer open.
+// task finds its own backup and work dir, and cleanup (in New at agent
+// start-up, and before every deploy, restore and recovery) removes those
+// of tasks that are no longer open in the journal.
 //
 // # Journal bucket
 //
@@ -83,6 +84,15 @@
 // had it on the host (the copies in staging cannot carry it; the
 // originals, moved aside with the old dirs, have it cleared before their
 // removal), removes the work dir, records the outcome and prunes backups.
+//
+// # Failpoints
+//
+// Every point where something becomes durable passes a failpoint
+// (pkg/failpoint): after extraction, staging and validation, around the
+// backup, before and after every journal mark, before and after every
+// rename of a swap, rollback or recovery, around configtest and reload,
+// and in commit and pruning. FailpointNames lists them for crash tests;
+// names hit several times per task are told apart by the hit count.
 //
 // # Outputs
 //
