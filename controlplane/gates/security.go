@@ -137,7 +137,9 @@ func SecurityProbePaths() map[string][]string {
 // reachable and guarded only by a password: what default credentials
 // open), a 5xx (a dispatcher filter refuses with 404, so a 5xx means the
 // request was let through to AEM) and a redirect anywhere but a login
-// page. Redirects are not followed, except on the home page (below).
+// page (a same-origin redirect that only adds a trailing slash shows the
+// resource exists). Redirects are not followed, except on the home page
+// (below).
 //
 // The default-credentials check POSTs j_username=admin, j_password=admin
 // and j_validate=true (so Sling answers 200 for a valid login and 403 for
@@ -367,9 +369,14 @@ func (p *prober) probePath(ctx context.Context, method, path string) (string, er
 		if isLoginPath(r.location.Path) {
 			return "", nil
 		}
-		if samePath(r.location.Path, p.base.Path+path) {
+		otherOrigin := r.location.Scheme != p.base.Scheme || !strings.EqualFold(r.location.Host, p.base.Host)
+		if otherOrigin && samePath(r.location.Path, p.base.Path+path) {
+			// Typically http -> https: the answer we need comes from the
+			// other address, which the probes were not pointed at.
 			return "", fmt.Errorf("%s %s: redirected to %s, the same path on another scheme or host; set the base URL to the address the site serves so the probes see the dispatcher's own answer", method, path, r.location)
 		}
+		// Anything else, including a same-origin "add a trailing slash"
+		// redirect (the resource exists), is not a refusal.
 		return fmt.Sprintf("%s (%d to %s)", label, r.status, r.location.RequestURI()), nil
 	default:
 		return fmt.Sprintf("%s (%d)", label, r.status), nil
