@@ -17,8 +17,8 @@ import (
 // builderConfig is the builder section most tests use: the project's
 // repository directory allowed, a working profile, failing and slow ones,
 // and two scans.
-func builderConfig(extra string) func(p *project, dataDir string) string {
-	return func(p *project, dataDir string) string {
+func builderConfig(extra string) func(h *harness) string {
+	return func(h *harness) string {
 		return fmt.Sprintf(`builder:
   allowed_repositories: [%q]
 %s  profiles:
@@ -38,7 +38,7 @@ func builderConfig(extra string) func(p *project, dataDir string) string {
     nometrics:
       command: ["true"]
       metrics_file: target/none.json
-`, "file://"+p.reposDir+"/", extra)
+`, "file://"+h.proj.reposDir+"/", extra)
 	}
 }
 
@@ -186,7 +186,7 @@ func TestBuildRerunAfterCrash(t *testing.T) {
 	gateDir := t.TempDir()
 	gate := filepath.Join(gateDir, "closed")
 	require.NoError(t, os.WriteFile(gate, nil, 0o644))
-	h := newHarness(t, func(p *project, dataDir string) string {
+	h := newHarness(t, func(h *harness) string {
 		return fmt.Sprintf(`builder:
   allowed_repositories: [%q]
   profiles:
@@ -195,7 +195,7 @@ func TestBuildRerunAfterCrash(t *testing.T) {
       timeout: 60s
       env: [BUILD_GATE=%s]
       cache_dirs: [%q]
-`, "file://"+p.reposDir+"/", gate, gateDir)
+`, "file://"+h.proj.reposDir+"/", gate, gateDir)
 	})
 	spec := h.spec(task.Build{Repository: h.proj.url, Branch: "main", Profile: "ci"})
 	require.NoError(t, h.c.Server.Fleet().Assign(t.Context(), spec))

@@ -97,8 +97,8 @@ func New(cfg *Config, conn ConnFunc, hostID string, log hclog.Logger) (*Builder,
 func (b *Builder) probeSandbox() error {
 	probe := filepath.Join(b.dir, ".sandbox-probe")
 	defer removeTree(probe)
-	ws := workspace{root: probe, src: probe}
-	if err := os.MkdirAll(probe, 0o700); err != nil {
+	ws := workspace{root: probe, src: filepath.Join(probe, "src")}
+	if err := os.MkdirAll(ws.src, 0o700); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -142,11 +142,11 @@ type harness struct {
 
 // newHarness starts a control plane and a builder agent whose builder
 // section is made by builderYAML from the project.
-func newHarness(t *testing.T, builderYAML func(p *project, dataDir string) string) *harness {
+func newHarness(t *testing.T, builderYAML func(h *harness) string) *harness {
 	h := &harness{t: t, proj: newProject(t), dataDir: t.TempDir()}
 	h.c = servertest.Start(t, servertest.Options{Topology: topology})
 	h.sets = artifacts.NewSets(h.c.Server.Blobs(), h.c.Server.Store().Backend())
-	h.yaml = builderYAML(h.proj, h.dataDir)
+	h.yaml = builderYAML(h)
 	h.startAgent()
 	return h
 }

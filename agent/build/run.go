@@ -95,8 +95,12 @@ func envValue(env []string, name string) string {
 // a command that could not start and for ctx ending (the task was
 // cancelled or the agent is shutting down).
 func (b *Builder) runStep(ctx context.Context, s Step, ws workspace, log *logSink) (outcome, error) {
-	env := stepEnv(s, ws)
 	argv := s.Command
+	view := ws // the workspace where the command sees it
+	if b.bwrap != "" {
+		view = ws.sandboxView()
+	}
+	env := stepEnv(s, view)
 	if b.bwrap != "" {
 		argv = bwrapArgs(b.bwrap, s, ws, b.cfg.SandboxReadOnly)
 	} else {

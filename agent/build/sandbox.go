@@ -32,8 +32,9 @@ var etcEntries = []string{
 }
 
 // bwrapArgs builds the bubblewrap command line for one step. The sandbox
-// sees the system directories and extraRO read-only, the workspace and
-// the step's cache directories writable at their own paths, a private
+// sees the system directories and extraRO read-only, the workspace
+// writable at /workspace, the step's cache directories writable at their
+// own paths, a private
 // /tmp, /proc and /dev, and nothing else: the root is an empty tmpfs that
 // is made read-only last, so a write anywhere outside the workspace fails.
 //
@@ -76,10 +77,24 @@ func bwrapArgs(bwrap string, s Step, ws workspace, extraRO []string) []string {
 		args = append(args, "--ro-bind", p, p)
 	}
 	args = append(args, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp")
-	args = append(args, "--bind", ws.root, ws.root)
+	view := ws.sandboxView()
+	args = append(args, "--bind", ws.root, view.root)
 	for _, d := range s.CacheDirs {
 		args = append(args, "--bind", d, d)
 	}
-	args = append(args, "--remount-ro", "/", "--chdir", ws.src, "--")
+	args = append(args, "--remount-ro", "/", "--chdir", view.src, "--")
 	return append(args, s.Command...)
+}
+
+// sandboxRoot is where the workspace appears inside the sandbox. A fixed
+// path hides the host's layout (where the agent's data dir is) from the
+// build, and keeps the workspace's host ancestors out of the sandbox: were
+// the workspace bound at its own path under /tmp, its parents would sit on
+// the sandbox's writable /tmp, and a write to the agent's data dir would
+// look as if it had succeeded.
+const sandboxRoot = "/workspace"
+
+// sandboxView is the workspace as the sandboxed command sees it.
+func (w workspace) sandboxView() workspace {
+	return workspace{root: sandboxRoot, src: sandboxRoot + "/src", home: sandboxRoot + "/home", tmp: sandboxRoot + "/tmp"}
 }
