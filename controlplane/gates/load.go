@@ -93,7 +93,8 @@ type LoadConfig struct {
 
 // Report is what a load test measured. Response times are measured from
 // the request's start to the last byte of its body. Percentiles come
-// from a log-linear histogram (at most 0.4 % off); Peak is exact.
+// from a log-linear histogram (at most 0.4 % off, or 0.5 µs below
+// 128 µs); Peak and Mean are exact.
 type Report struct {
 	Start time.Time `json:"start"`
 	// Duration is the window in which load was offered; Elapsed adds the
