@@ -25,7 +25,7 @@ import (
 
 // site builds the artifacts of a release: a dispatcher config that serves
 // /page from version N and three AEM packages in a dependency chain.
-func site(t *testing.T, version int, broken bool) []string {
+func site(t testing.TB, version int, broken bool) []string {
 	dir := t.TempDir()
 	art := apache.DefaultArtifact()
 	art.Files["conf.d/rewrites/default_rewrite.rules"] = fmt.Sprintf("RewriteEngine On\nRewriteRule ^/page$ /v%d.html [PT]\n", version)
@@ -47,7 +47,7 @@ func site(t *testing.T, version int, broken bool) []string {
 	return files
 }
 
-func push(t *testing.T, tp *topology.Topology, version string, files []string) string {
+func push(t testing.TB, tp *topology.Topology, version string, files []string) string {
 	out, err := tp.Deckctl(append([]string{"artifact", "push", "--version", version, "-o", "json"}, files...)...)
 	require.NoError(t, err)
 	var res struct {
@@ -67,7 +67,7 @@ func push(t *testing.T, tp *topology.Topology, version string, files []string) s
 
 // deploy runs `deckctl deploy` and returns the deployment id and whether
 // deckctl exited 0.
-func deploy(t *testing.T, tp *topology.Topology, args ...string) (string, error) {
+func deploy(t testing.TB, tp *topology.Topology, args ...string) (string, error) {
 	out, err := tp.Deckctl(append([]string{"-o", "json"}, args...)...)
 	id := ""
 	for _, line := range strings.Split(string(out), "\n") {

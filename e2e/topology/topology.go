@@ -310,7 +310,7 @@ func (tp *Topology) writeAgentConfig(h Host) {
 		y += fmt.Sprintf("dispatcher:\n  httpd_dir: %s\n  configtest: %s\n  reload: %s\n  backup_dir: %s\n  flush:\n    mode: docroot\n    docroot: %s\n",
 			in.Dir, q(in.ConfigTestArgv()), q(in.GracefulArgv()), filepath.Join(data, "backups"), in.DocRoot)
 		if tp.HAProxy != nil {
-			y += fmt.Sprintf("lb:\n  kind: haproxy\n  haproxy:\n    socket: %s\n    backend: %s\n    server: %s\n    drain_timeout: 10s\n    up_timeout: 30s\n  health_url: %s/health.html\n  ready_interval: 50ms\n",
+			y += fmt.Sprintf("lb:\n  kind: haproxy\n  haproxy:\n    socket: %s\n    backend: %s\n    server: %s\n    drain_timeout: 10s\n    up_timeout: 30s\n    poll_interval: 20ms\n  health_url: %s/health.html\n  ready_interval: 20ms\n",
 				tp.HAProxy.Socket, haproxy.Backend, h.ID, in.URL)
 		}
 	}

@@ -57,6 +57,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"sort"
@@ -95,6 +96,7 @@ type bench struct {
 	simBin     string
 	hosts      []string
 	pkgs       []benchPkg      // in install order
+	given      []string        // package paths in the order the agents get them
 	arts       []task.Artifact // as given to the agents: reversed, so the agent must order them
 	orderFile  string
 	script     string
@@ -169,6 +171,7 @@ func run() error {
 		return err
 	}
 
+	fmt.Printf("machine: %d CPUs, load average %s at start\n", runtime.NumCPU(), loadavg())
 	fmt.Printf("deploying %d packages (chain of %d, fan-out of %d on its root) to %d AEM instances (1 author, %d publish), %d repetitions\n",
 		len(b.pkgs), *chain, *fan, len(b.hosts), *publishers, *reps)
 	fmt.Println("agent: control plane assigns, real deckhand-agent processes download, upload, install and verify with cmd=ls")
@@ -210,7 +213,23 @@ func run() error {
 		fmt.Println(line)
 	}
 	b.report(all, len(b.pkgs))
+	// The curl side starts two or three processes per package and
+	// instance, so a busy machine slows it far more than the agents.
+	fmt.Printf("\nload average %s at the end (other work on the machine makes the curl side noisy)\n", loadavg())
 	return nil
+}
+
+// loadavg is the 1, 5 and 15 minute load average, or "unknown".
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
@@ -276,6 +295,9 @@ func (b *bench) generate(chain, fan int) error {
 			return err
 		}
 	}
+	for _, p := range given {
+		b.given = append(b.given, paths[p.ID])
+	}
 	ordered, err := aempkg.Order(given, nil)
 	if err != nil {
 		return err
@@ -324,9 +346,8 @@ func (b *bench) startControlPlane() error {
 	b.srv = srv
 	b.stopServer = func() { cancel(); <-done; logf.Close() }
 	// The agents get the packages reversed, dependents first.
-	for i := len(b.pkgs) - 1; i >= 0; i-- {
-		p := b.pkgs[i]
-		f, err := os.Open(p.path)
+	for _, path := range b.given {
+		f, err := os.Open(path)
 		if err != nil {
 			return err
 		}
@@ -335,7 +356,7 @@ func (b *bench) startControlPlane() error {
 		if err != nil {
 			return err
 		}
-		b.arts = append(b.arts, task.Artifact{SHA256: sum, Size: size, Name: filepath.Base(p.path)})
+		b.arts = append(b.arts, task.Artifact{SHA256: sum, Size: size, Name: filepath.Base(path)})
 	}
 	return nil
 }
@@ -520,8 +541,8 @@ func simRequests(url string) ([]sim.Request, error) {
 }
 
 // check verifies that every instance installed every package exactly
-// once, in dependency order (strict mode would have refused otherwise),
-// and returns the request logs.
+// once, in the planned order (the agent's; strict mode would have refused
+// an order that breaks a dependency), and returns the request logs.
 func (b *bench) check(sims []*simProc) ([][]sim.Request, error) {
 	var logs [][]sim.Request
 	for i, s := range sims {
@@ -530,9 +551,17 @@ func (b *bench) check(sims []*simProc) ([][]sim.Request, error) {
 			return nil, err
 		}
 		counts := map[string]int{}
+		var order []string
 		for _, r := range reqs {
 			for _, id := range r.Installed {
 				counts[id]++
+				order = append(order, id)
+			}
+		}
+		// Both sides must do the same work in the same order.
+		for k, p := range b.pkgs {
+			if k >= len(order) || order[k] != p.id.String() {
+				return nil, fmt.Errorf("%s: install order %v differs from the planned %d packages", b.hosts[i], order, len(b.pkgs))
 			}
 		}
 		if len(counts) != len(b.pkgs) {
