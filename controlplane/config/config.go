@@ -148,6 +148,11 @@ type Config struct {
 
 	// Listen is the gRPC address agents and deckctl connect to.
 	Listen string `yaml:"listen"`
+	// HTTPListen is the address of the HTTP/JSON API (docs/api.md), e.g.
+	// 127.0.0.1:7444; empty (the default) leaves it off. It serves TLS
+	// with the server's certificate, or plain HTTP in --dev-insecure mode
+	// (loopback only).
+	HTTPListen string `yaml:"http_listen"`
 	// DataDir holds the bbolt state file and, later, the CA and artifacts.
 	DataDir string `yaml:"data_dir"`
 	// HeartbeatInterval is told to agents in Welcome; an agent silent for

@@ -174,6 +174,28 @@ func (p *PKI) Peer(ctx context.Context) (identity.Principal, *x509.Certificate, 
 	return who, leaf, nil
 }
 
+// PeerTLS is Peer for the HTTP API, which has the connection state
+// (r.TLS) instead of a gRPC peer: the verified principal of the client
+// certificate, refused when revoked. A nil state or no verified chain is
+// an error.
+func (p *PKI) PeerTLS(cs *tls.ConnectionState) (identity.Principal, *x509.Certificate, error) {
+	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return identity.Principal{}, nil, errors.New("no client certificate issued by the control plane CA")
+	}
+	leaf := cs.VerifiedChains[0][0]
+	who, err := identity.FromCert(leaf)
+	if err != nil {
+		return identity.Principal{}, nil, err
+	}
+	p.mu.RLock()
+	r, revoked := p.revoked[leaf.SerialNumber.Text(16)]
+	p.mu.RUnlock()
+	if revoked {
+		return who, leaf, fmt.Errorf("%w: the certificate of %s was revoked at %s", ErrRevoked, who, r.RevokedAt.UTC().Format(time.RFC3339))
+	}
+	return who, leaf, nil
+}
+
 // AuthenticateHost is the fleet's Authenticate: the host id comes only
 // from a verified, unrevoked host certificate.
 func (p *PKI) AuthenticateHost(ctx context.Context) (string, error) {

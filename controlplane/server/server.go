@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -79,6 +80,8 @@ type Server struct {
 	rollouts  *rollout.Manager
 	pipelines *pipeline.Manager
 	stopped   sync.Once
+	// web serves the HTTP API; nil when http_listen is not set.
+	web *api.HTTPServer
 }
 
 // Pipelines exposes the pipeline executions.
@@ -201,7 +204,20 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	} else {
 		log.Warn("server ready in --dev-insecure mode: no TLS, no authentication; for local demos only", "listen", addr, "epoch", epoch, "config", cfg.String(), "version", version.Version)
 	}
-	return &Server{cfg: cfg, log: log, store: st, blobs: blobs, fleet: fl, grpc: gs, ln: tracker, epoch: epoch, pki: ca, authz: authz, rollouts: rollouts, pipelines: pipelines}, nil
+	var web *api.HTTPServer
+	if cfg.HTTPListen != "" {
+		var tc *tls.Config // nil: plain HTTP, --dev-insecure only (loopback checked by ListenHTTP)
+		if ca != nil {
+			tc = ca.ServerTLS()
+		}
+		h := &api.HTTP{Pipelines: pipelines, Config: cfg, Auth: authz, Logger: log}
+		if web, err = api.ListenHTTP(cfg.HTTPListen, tc, h, log); err != nil {
+			tracker.Close()
+			st.Close()
+			return nil, err
+		}
+	}
+	return &Server{cfg: cfg, log: log, store: st, blobs: blobs, fleet: fl, grpc: gs, ln: tracker, epoch: epoch, pki: ca, authz: authz, rollouts: rollouts, pipelines: pipelines, web: web}, nil
 }
 
 // CredentialsFile is where the first admin's credentials are written.
@@ -240,6 +256,14 @@ func bootstrapAdmin(cfg *config.Config, st *store.Store, ca *pki.PKI, addr strin
 // Addr is the address the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
+// HTTPAddr is the address of the HTTP API, "" when it is off.
+func (s *Server) HTTPAddr() string {
+	if s.web == nil {
+		return ""
+	}
+	return s.web.Addr()
+}
+
 // Fleet exposes the fleet (later layers, tests).
 func (s *Server) Fleet() *fleet.Fleet { return s.fleet }
 
@@ -264,6 +288,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}()
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(s.ln) }()
+	if s.web != nil {
+		s.web.Start()
+	}
 	if err := s.rollouts.Resume(); err != nil {
 		s.log.Error("cannot resume deployments", "error", err)
 	}
@@ -291,6 +318,9 @@ func (s *Server) Stop() {
 	s.stopped.Do(func() {
 		// Runners first: they stop without touching persisted state and
 		// resume at the next start.
+		if s.web != nil {
+			s.web.Stop() // before the runners and the store it reads
+		}
 		s.pipelines.Shutdown()
 		s.rollouts.Shutdown()
 		s.grpc.Stop()
