@@ -104,6 +104,21 @@ var Methods = map[string]Rule{
 	"/deckhand.v1.ArtifactService/ListSets":      {Role: Viewer},
 	"/deckhand.v1.ArtifactService/GetSet":        {Role: Viewer},
 	"/deckhand.v1.ArtifactService/ListArtifacts": {Role: Viewer},
+
+	"/deckhand.v1.PipelineService/ListPipelines":         {Role: Viewer},
+	"/deckhand.v1.PipelineService/CreateExecution":       {Role: Deployer, Audit: true},
+	"/deckhand.v1.PipelineService/GetCurrentExecution":   {Role: Viewer},
+	"/deckhand.v1.PipelineService/GetExecution":          {Role: Viewer},
+	"/deckhand.v1.PipelineService/ListExecutions":        {Role: Viewer},
+	"/deckhand.v1.PipelineService/GetStep":               {Role: Viewer},
+	"/deckhand.v1.PipelineService/GetStepLog":            {Role: Viewer},
+	"/deckhand.v1.PipelineService/GetQualityGateResults": {Role: Viewer},
+	// Advance: the role depends on the waiting step's action (approver,
+	// cse, approver or deployer); api.Pipelines checks it per step.
+	"/deckhand.v1.PipelineService/Advance":         {Role: Viewer, Audit: true},
+	"/deckhand.v1.PipelineService/Cancel":          {Role: Deployer, Audit: true},
+	"/deckhand.v1.PipelineService/WatchExecutions": {Role: Viewer},
+	"/deckhand.v1.PipelineService/SetEmergency":    {Role: CSE, Audit: true},
 }
 
 // agentServices are authenticated by host certificates in their own

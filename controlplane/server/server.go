@@ -193,6 +193,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	})
 	pb.RegisterAdminServiceServer(gs, &api.Admin{Fleet: fl, Store: st, Hosts: cfg, PKI: ca, ServerAddress: addr, Config: cfg, Rollouts: rollouts, Sets: sets, Pipelines: pipelines})
 	pb.RegisterArtifactServiceServer(gs, artifacts.NewService(artifacts.NewSets(blobs, st.Backend()), authz.Record))
+	pb.RegisterPipelineServiceServer(gs, api.NewPipelines(pipelines, cfg))
 	if ca != nil {
 		pb.RegisterEnrollServiceServer(gs, &pki.EnrollServer{P: ca, Audit: authz.Record})
 		if err := bootstrapAdmin(cfg, st, ca, addr, log); err != nil {
