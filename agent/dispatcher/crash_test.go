@@ -63,14 +63,34 @@ func crashScenarios() []crashScenario {
 	return out
 }
 
-// crashEnv is a host for crash tests: one backup kept (so every task
-// prunes) and, where the filesystem allows, chattr +i on the host's
-// httpd.conf.
-func crashEnv(t *testing.T) (*env, bool) {
-	e := newEnvAt(t, memTempDir(t), func(c *Config) { c.BackupsKeep = 1 })
+func crashMod(c *Config) { c.BackupsKeep = 1 }
+
+// crashSnapshot prepares a host for crash tests once per scenario: one
+// backup kept (so every task prunes), chattr +i on the host's httpd.conf
+// where the filesystem allows, a bbolt journal, warmed up by sc.warm. It
+// returns the directory to clone, the task to crash (its artifact
+// registered in fetch) and the files to flag again in each clone.
+func crashSnapshot(t *testing.T, sc crashScenario) (snap string, fetch *fakeFetcher, kind task.Kind, flag []string) {
+	e := newEnvAt(t, memTempDir(t), crashMod)
+	e.useBolt()
 	p := filepath.Join(e.httpd, "conf/httpd.conf")
-	flagged := setImmutableAttr(p, true) == nil && immutableAttr(p)
-	return e, flagged
+	if setImmutableAttr(p, true) == nil && immutableAttr(p) {
+		flag = []string{"conf/httpd.conf"}
+	}
+	d := e.dispatcher()
+	d.noExchange = sc.noExchange
+	sc.warm(e, d)
+	kind = sc.task(e)
+	require.NoError(t, e.j.Close())
+	return e.base, e.fetch, kind, flag
+}
+
+// clone is a fresh copy of the snapshot host with its own dispatcher.
+func clone(t *testing.T, sc crashScenario, snap string, fetch *fakeFetcher, flag []string) (*env, *Dispatcher) {
+	e := cloneEnv(t, snap, fetch, crashMod, flag...)
+	d := e.dispatcher()
+	d.noExchange = sc.noExchange
+	return e, d
 }
 
 type hitPoint struct {
@@ -116,13 +136,11 @@ func TestCrashAtEveryFailpoint(t *testing.T) {
 		t.Run(sc.name, func(t *testing.T) {
 			t.Parallel()
 			// A clean run records the failpoints the task passes.
-			e, flagged := crashEnv(t)
-			d := e.dispatcher()
-			d.noExchange = sc.noExchange
-			sc.warm(e, d)
+			snap, fetch, kind, flag := crashSnapshot(t, sc)
+			e, d := clone(t, sc, snap, fetch, flag)
 			oldM := e.manifest()
 			dry := newCrashHook("", 0)
-			r := e.run(d, sc.task(e), dry)
+			r := e.run(d, kind, dry)
 			if sc.newWins {
 				require.NoError(t, r.Err())
 			} else {
@@ -145,14 +163,11 @@ func TestCrashAtEveryFailpoint(t *testing.T) {
 					continue
 				}
 				total.Add(1)
-				e, _ := crashEnv(t)
-				d := e.dispatcher()
-				d.noExchange = sc.noExchange
-				sc.warm(e, d)
+				e, d := clone(t, sc, snap, fetch, flag)
 				require.Empty(t, oldM.Diff(e.manifest()))
 				reloadsBefore := e.reloadCount()
 				crash := newCrashHook(pt.name, pt.n)
-				require.Nil(t, e.run(d, sc.task(e), crash), "crash at %s#%d", pt.name, pt.n)
+				require.Nil(t, e.run(d, kind, crash), "crash at %s#%d", pt.name, pt.n)
 				record(crash.sequence())
 
 				results := e.restart(nil)
@@ -171,7 +186,7 @@ func TestCrashAtEveryFailpoint(t *testing.T) {
 				}
 				require.NotEmpty(t, out.Recovery, where)
 				require.Equal(t, hostHTTPDConf, e.read("conf/httpd.conf"), where)
-				if flagged {
+				if len(flag) > 0 {
 					require.True(t, immutableAttr(filepath.Join(e.httpd, "conf/httpd.conf")), "%s: chattr +i kept", where)
 				}
 				if i > planned && !wantNew || wantNew {
@@ -240,13 +255,11 @@ func TestCrashDuringRecovery(t *testing.T) {
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("%s/%s#%d", c.sc.name, c.at.name, c.at.n), func(t *testing.T) {
 			t.Parallel()
+			snap, fetch, kind, flag := crashSnapshot(t, c.sc)
 			prep := func() (*env, *Manifest, *Manifest) {
-				e, _ := crashEnv(t)
-				d := e.dispatcher()
-				d.noExchange = c.sc.noExchange
-				c.sc.warm(e, d)
+				e, d := clone(t, c.sc, snap, fetch, flag)
 				oldM := e.manifest()
-				require.Nil(t, e.run(d, c.sc.task(e), newCrashHook(c.at.name, c.at.n)))
+				require.Nil(t, e.run(d, kind, newCrashHook(c.at.name, c.at.n)))
 				return e, oldM, nil
 			}
 			// Clean recovery: learn its failpoints and the final tree.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -57,10 +58,11 @@ const hostHTTPDConf = "# host-specific httpd.conf (immutable)\nServerName unit-t
 
 // fakeConfigTest fails, like Apache, when a live config file holds BOGUS.
 const fakeConfigTest = `#!/bin/sh
-f=$(grep -rlF BOGUS "$1/conf" "$1/conf.d" "$1/conf.modules.d" 2>/dev/null | sort | head -n1)
-if [ -n "$f" ]; then
-	n=$(grep -nF BOGUS "$f" | head -n1 | cut -d: -f1)
-	echo "AH00526: Syntax error on line $n of $f:" >&2
+if f=$(grep -rlF BOGUS "$1/conf" "$1/conf.d" "$1/conf.modules.d" 2>/dev/null); then
+	f=${f%%
+*}
+	n=$(grep -nF BOGUS "$f")
+	echo "AH00526: Syntax error on line ${n%%:*} of $f:" >&2
 	echo "Invalid command 'BOGUS', perhaps misspelled or defined by a module not included in the server configuration" >&2
 	exit 1
 fi
@@ -79,7 +81,6 @@ type env struct {
 	fetch   *fakeFetcher
 	reloads string
 	log     hclog.Logger
-	seq     atomic.Int64
 }
 
 func newEnv(t *testing.T, mod func(*Config)) *env {
@@ -132,22 +133,56 @@ func newEnvAt(t testing.TB, base string, mod func(*Config)) *env {
 	require.NoError(t, os.WriteFile(filepath.Join(e.httpd, "logs", "error_log"), []byte("not managed\n"), 0o644))
 	script := filepath.Join(base, "configtest.sh")
 	require.NoError(t, os.WriteFile(script, []byte(fakeConfigTest), 0o755))
-	e.cfg = &Config{
-		HTTPDDir:   e.httpd,
-		ConfigTest: []string{"sh", script, e.httpd},
-		Reload:     []string{"sh", "-c", "echo reload >> " + e.reloads},
-		BackupDir:  filepath.Join(base, "backups"),
-		Flush:      FlushConfig{Mode: FlushDocroot, Docroot: filepath.Join(base, "cache")},
-	}
-	if mod != nil {
-		mod(e.cfg)
-	}
-	require.NoError(t, e.cfg.Prepare("test", ""))
+	e.configure(mod)
 	var err error
 	e.j, err = journal.New(kv.NewMemory())
 	require.NoError(t, err)
 	// Immutable files may carry chattr +i; t.TempDir's cleanup cannot
 	// remove them.
+	t.Cleanup(func() { clearAttrs(base) })
+	return e
+}
+
+// configure sets e.cfg for the host under e.base.
+func (e *env) configure(mod func(*Config)) {
+	e.cfg = &Config{
+		HTTPDDir:   e.httpd,
+		ConfigTest: []string{"sh", filepath.Join(e.base, "configtest.sh"), e.httpd},
+		Reload:     []string{"sh", "-c", "echo reload >> " + e.reloads},
+		BackupDir:  filepath.Join(e.base, "backups"),
+		Flush:      FlushConfig{Mode: FlushDocroot, Docroot: filepath.Join(e.base, "cache")},
+	}
+	if mod != nil {
+		mod(e.cfg)
+	}
+	require.NoError(e.t, e.cfg.Prepare("test", ""))
+}
+
+// useBolt replaces the in-memory journal by a bbolt one in base/data, so
+// the whole host (files and journal) can be copied by cloneEnv.
+func (e *env) useBolt() {
+	j, err := journal.Open(filepath.Join(e.base, "data"))
+	require.NoError(e.t, err)
+	e.j = j
+	e.t.Cleanup(func() { j.Close() })
+}
+
+// cloneEnv copies a host prepared in snap (journal closed) to a fresh
+// directory, as if it were another machine in the same state, with its
+// own bbolt journal. chattr flags are not copied by cp; flag lists the
+// files to set +i on again.
+func cloneEnv(t testing.TB, snap string, fetch *fakeFetcher, mod func(*Config), flag ...string) *env {
+	t.Helper()
+	base := memTempDir(t)
+	out, err := exec.Command("cp", "-a", snap+"/.", base).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	e := &env{t: t, base: base, httpd: filepath.Join(base, "httpd"), fetch: fetch,
+		reloads: filepath.Join(base, "reloads"), log: testlog.New(t, "dispatcher")}
+	e.configure(mod)
+	e.useBolt()
+	for _, rel := range flag {
+		require.NoError(t, setImmutableAttr(filepath.Join(e.httpd, rel), true))
+	}
 	t.Cleanup(func() { clearAttrs(base) })
 	return e
 }
@@ -221,8 +256,12 @@ func (e *env) read(rel string) string {
 	return string(b)
 }
 
+// taskSeq numbers tasks across all envs: a cloned host's journal already
+// holds the snapshot's task ids.
+var taskSeq atomic.Int64
+
 func (e *env) nextID(kind string) string {
-	return fmt.Sprintf("exec-%d/%s/host1", e.seq.Add(1), kind)
+	return fmt.Sprintf("exec-%d/%s/host1", taskSeq.Add(1), kind)
 }
 
 // crashHook stops a task at the n-th hit of a failpoint as if the process
