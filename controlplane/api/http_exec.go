@@ -400,7 +400,7 @@ type overrideMetric struct {
 func advanceInput(action string, b advanceBody) (pipeline.AdvanceInput, string, error) {
 	var in pipeline.AdvanceInput
 	wrong := func(field string) error {
-		return badRequest("%q does not apply to a %s step", field, action)
+		return badRequest("%q does not apply to the %s step", field, action)
 	}
 	if !isGate(action) && b.Metrics != nil {
 		return in, "", wrong("metrics")
