@@ -54,6 +54,7 @@ type Agent struct {
 	// in insecure mode.
 	identity *tlsid.Identity
 	usesTLS  bool
+	drift    *driftQueue
 }
 
 // agentRenewer gives the session the identity Run loads later.
@@ -82,7 +83,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: log, journal: j}
+	a := &Agent{cfg: cfg, log: log, journal: j, drift: newDriftQueue(j, log.Named("drift"))}
 	a.fetcher = &artifacts.GRPCFetcher{
 		Dir:    filepath.Join(cfg.DataDir, "artifacts"),
 		Conn:   func(ctx context.Context) (*grpc.ClientConn, error) { return a.client.Conn(ctx) },
@@ -140,6 +141,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		Hooks:        opts.Hooks,
 		Credentials:  creds,
 		Renewer:      renewer,
+		Drift:        a.drift,
 	})
 	a.worker, a.client, a.usesTLS = w, c, creds != nil
 	return a, nil

@@ -10,6 +10,8 @@
 //	  max_epoch      -> highest server epoch seen (decimal)
 //	tasks/
 //	  <task id>      -> Entry (JSON; spec and result in wire form)
+//	drift/
+//	  <id, 20 digits> -> a drift report in wire form, until the server acks it
 //
 // Other agent packages (dispatcher backups) add buckets of their own
 // through Backend and document them where they are defined.
@@ -36,6 +38,7 @@ const FileName = "deckhand-agent.db"
 const (
 	bucketMeta  = "meta"
 	bucketTasks = "tasks"
+	bucketDrift = "drift"
 )
 
 // ErrNotFound is returned when a task is not in the journal.
@@ -350,4 +353,54 @@ func (j *Journal) ObserveEpoch(epoch uint64) (prev uint64, err error) {
 		return nil
 	})
 	return prev, err
+}
+
+// AddDrift journals a drift report; build is given the report's id and
+// returns its encoded form. Durable when AddDrift returns.
+func (j *Journal) AddDrift(build func(id string) ([]byte, error)) (string, error) {
+	var id string
+	err := j.b.Update(func(tx kv.Tx) error {
+		n := uint64(0)
+		if raw := tx.Get(bucketMeta, "drift_seq"); raw != nil {
+			v, err := strconv.ParseUint(string(raw), 10, 64)
+			if err != nil {
+				return err
+			}
+			n = v
+		}
+		n++
+		id = fmt.Sprintf("%020d", n)
+		raw, err := build(id)
+		if err != nil {
+			return err
+		}
+		if err := tx.Put(bucketDrift, id, raw); err != nil {
+			return err
+		}
+		return tx.Put(bucketMeta, "drift_seq", []byte(strconv.FormatUint(n, 10)))
+	})
+	return id, err
+}
+
+// DriftEntry is a journaled drift report.
+type DriftEntry struct {
+	ID     string
+	Report []byte
+}
+
+// PendingDrift lists drift reports the server has not acked, oldest first.
+func (j *Journal) PendingDrift() ([]DriftEntry, error) {
+	var out []DriftEntry
+	err := j.b.View(func(tx kv.Tx) error {
+		return tx.ForEach(bucketDrift, "", func(k string, v []byte) error {
+			out = append(out, DriftEntry{ID: k, Report: append([]byte(nil), v...)})
+			return nil
+		})
+	})
+	return out, err
+}
+
+// AckDrift forgets an acked report; unknown ids are not an error.
+func (j *Journal) AckDrift(id string) error {
+	return j.b.Update(func(tx kv.Tx) error { return tx.Delete(bucketDrift, id) })
 }

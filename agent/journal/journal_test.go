@@ -133,3 +133,24 @@ func TestFailingDisk(t *testing.T) {
 	_, err = j.Finish("a", "succeeded", nil)
 	require.ErrorIs(t, err, kv.ErrDB)
 }
+
+func TestDriftQueue(t *testing.T) {
+	for name, open := range journals(t) {
+		t.Run(name, func(t *testing.T) {
+			j := open(t)
+			id1, err := j.AddDrift(func(id string) ([]byte, error) { return []byte("r-" + id), nil })
+			require.NoError(t, err)
+			id2, err := j.AddDrift(func(id string) ([]byte, error) { return []byte("r-" + id), nil })
+			require.NoError(t, err)
+			require.Less(t, id1, id2)
+			p, err := j.PendingDrift()
+			require.NoError(t, err)
+			require.Equal(t, []DriftEntry{{ID: id1, Report: []byte("r-" + id1)}, {ID: id2, Report: []byte("r-" + id2)}}, p)
+			require.NoError(t, j.AckDrift(id1))
+			require.NoError(t, j.AckDrift("unknown"))
+			p, err = j.PendingDrift()
+			require.NoError(t, err)
+			require.Len(t, p, 1)
+		})
+	}
+}

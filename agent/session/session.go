@@ -61,6 +61,9 @@ type Config struct {
 	// Renewer, when set, renews the client certificate over the stream
 	// before it expires.
 	Renewer Renewer
+	// Drift, when set, supplies drift reports to send (and forget once
+	// acked).
+	Drift DriftSource
 	// Hooks let tests simulate a crash between two durable steps.
 	Hooks Hooks
 	// FatalCodes lists gRPC codes that end Run instead of retrying
@@ -77,6 +80,16 @@ type Renewer interface {
 	NewCSR() ([]byte, error)
 	// Install stores the certificate the server issued for that key.
 	Install(certDER []byte) error
+}
+
+// DriftSource is the agent's journaled drift reports.
+type DriftSource interface {
+	// Pending lists reports not acked yet.
+	Pending() ([]*pb.DriftReport, error)
+	// Ack forgets a report the server stored.
+	Ack(id string)
+	// Changed is signalled when a new report is journaled.
+	Changed() <-chan struct{}
 }
 
 // Hooks are failure injection points for tests; nil fields do nothing.
@@ -272,6 +285,13 @@ func (c *Client) session(ctx context.Context) (welcomed bool, err error) {
 		defer wg.Done()
 		c.heartbeat(sctx, out, interval)
 	}()
+	if c.cfg.Drift != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.sendDrift(sctx, out)
+		}()
+	}
 	renewed := make(chan *pb.RenewResponse, 1)
 	if c.cfg.Renewer != nil {
 		wg.Add(1)
@@ -302,6 +322,10 @@ func (c *Client) session(ctx context.Context) (welcomed bool, err error) {
 				continue
 			}
 			c.cfg.Worker.Ack(m.Ack.TaskId)
+		case *pb.ServerMessage_DriftAck:
+			if c.cfg.Drift != nil {
+				c.cfg.Drift.Ack(m.DriftAck.GetId())
+			}
 		case *pb.ServerMessage_Renewed:
 			select {
 			case renewed <- m.Renewed:
@@ -346,6 +370,31 @@ func (c *Client) heartbeat(ctx context.Context, out *sender, interval time.Durat
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// sendDrift sends every pending drift report now and again whenever a new
+// one is journaled; reports stay journaled until the server acks them, so
+// a lost stream only delays them.
+func (c *Client) sendDrift(ctx context.Context, out *sender) {
+	sent := map[string]bool{}
+	for {
+		reports, err := c.cfg.Drift.Pending()
+		if err != nil {
+			c.log.Error("cannot read pending drift reports", "error", err)
+		}
+		for _, r := range reports {
+			if sent[r.Id] {
+				continue
+			}
+			sent[r.Id] = true
+			out.send(&pb.AgentMessage{Msg: &pb.AgentMessage_Drift{Drift: r}})
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.cfg.Drift.Changed():
 		}
 	}
 }

@@ -98,6 +98,7 @@ var Methods = map[string]Rule{
 	"/deckhand.v1.AdminService/CancelDeployment": {Role: Deployer, Audit: true},
 	"/deckhand.v1.AdminService/WatchDeployment":  {Role: Viewer},
 	"/deckhand.v1.AdminService/DeploymentEvents": {Role: Viewer},
+	"/deckhand.v1.AdminService/ListDrift":        {Role: Viewer},
 	// PushArtifact is a stream: its handler writes the audit entry.
 	"/deckhand.v1.ArtifactService/PushArtifact":  {Role: Deployer},
 	"/deckhand.v1.ArtifactService/CreateSet":     {Role: Deployer, Audit: true},

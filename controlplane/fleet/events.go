@@ -16,6 +16,7 @@ const (
 	EventOffline
 	EventProgress
 	EventResult
+	EventDrift
 )
 
 func (k EventKind) String() string {
@@ -28,6 +29,8 @@ func (k EventKind) String() string {
 		return "progress"
 	case EventResult:
 		return "result"
+	case EventDrift:
+		return "drift"
 	}
 	return "unknown"
 }

@@ -179,6 +179,8 @@ func (f *Fleet) Connect(stream pb.AgentService_ConnectServer) error {
 			f.handleResult(s, m.Result)
 		case *pb.AgentMessage_Renew:
 			f.handleRenew(s, m.Renew)
+		case *pb.AgentMessage_Drift:
+			f.handleDrift(s, m.Drift)
 		case *pb.AgentMessage_Hello:
 			return status.Error(codes.InvalidArgument, "Hello sent twice on one stream")
 		default:
@@ -289,6 +291,14 @@ func (f *Fleet) handleResult(s *session, r *pb.TaskResult) {
 		return
 	case first:
 		f.log.Debug("task finished", "host", s.host, "task", t.ID, "status", res.Status, "error", res.Error)
+		if res.Status == task.StatusSucceeded && (t.Kind == (task.DispatcherDeploy{}).Name() || t.Kind == (task.DispatcherRestore{}).Name()) {
+			// The deployment replaced the tree: earlier hand edits are gone.
+			if n, err := f.cfg.Store.ResolveDrift(s.host, t.ID); err != nil {
+				f.log.Error("cannot mark drift resolved", "host", s.host, "error", err)
+			} else if n > 0 {
+				f.log.Info("drift replaced by a deployment", "host", s.host, "task", t.ID, "changes", n)
+			}
+		}
 		f.logs.finish(t.ID)
 		f.notify(t.ID)
 		f.events.publish(Event{Kind: EventResult, Host: s.host, TaskID: t.ID, At: f.cfg.Now(), Result: res})
@@ -311,4 +321,29 @@ func (f *Fleet) handleRenew(s *session, r *pb.RenewRequest) {
 		resp.Certificate = cert
 	}
 	s.enqueue(&pb.ServerMessage{Msg: &pb.ServerMessage_Renewed{Renewed: resp}})
+}
+
+// handleDrift stores a drift report and acks it; a report that cannot be
+// stored is not acked, so the agent sends it again.
+func (f *Fleet) handleDrift(s *session, r *pb.DriftReport) {
+	now := f.cfg.Now().UTC()
+	recs := make([]store.DriftRecord, 0, len(r.GetEvents()))
+	for _, e := range r.GetEvents() {
+		rec := store.DriftRecord{Path: e.GetPath(), Kind: e.GetKind(), From: e.GetFrom(), Before: e.GetBeforeSha256(), After: e.GetAfterSha256(), Severity: e.GetSeverity(), ReceivedAt: now}
+		if e.GetAt() != nil {
+			rec.At = e.GetAt().AsTime()
+		}
+		recs = append(recs, rec)
+		level := f.log.Info
+		if rec.Severity == "high" {
+			level = f.log.Warn
+		}
+		level("configuration drift on a host", "host", s.host, "path", rec.Path, "kind", rec.Kind, "severity", rec.Severity)
+	}
+	if err := f.cfg.Store.AddDrift(s.host, r.GetId(), recs); err != nil {
+		f.log.Error("cannot store a drift report; not acking", "host", s.host, "error", err)
+		return
+	}
+	f.events.publish(Event{Kind: EventDrift, Host: s.host, At: now, Message: fmt.Sprintf("%d change(s)", len(recs))})
+	s.enqueue(&pb.ServerMessage{Msg: &pb.ServerMessage_DriftAck{DriftAck: &pb.DriftAck{Id: r.GetId()}}})
 }

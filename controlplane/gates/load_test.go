@@ -62,40 +62,44 @@ func TestLoadTestMeasures(t *testing.T) {
 
 	rep, ms, err := LoadTest(context.Background(), LoadConfig{
 		BaseURL: srv.URL, URLs: []string{"/a", "/b"},
-		Duration: 2 * time.Second, Rate: 200, Concurrency: 200,
-		KPIs: KPIs{P95: 100 * time.Millisecond, PageViewsPerMinute: 10000, Peak: time.Second},
+		Duration: 2 * time.Second, Rate: 100, Concurrency: 100,
+		KPIs: KPIs{P95: 100 * time.Millisecond, PageViewsPerMinute: 5000, Peak: time.Second},
 	})
 	require.NoError(t, err)
 	t.Logf("report: offered=%d sent=%d dropped=%d errors=%d (%.2f%%) p50=%v p95=%v peak=%v pvm=%.0f elapsed=%v",
 		rep.Offered, rep.Sent, rep.Dropped, rep.Errors, rep.ErrorRate, rep.P50, rep.P95, rep.Peak, rep.PageViewsPerMinute, rep.Elapsed)
 
-	require.EqualValues(t, 400, rep.Offered)
-	require.EqualValues(t, 400, rep.Sent)
+	require.EqualValues(t, 200, rep.Offered)
+	require.EqualValues(t, 200, rep.Sent)
 	require.Zero(t, rep.Dropped)
-	require.EqualValues(t, 400, rep.Responses)
+	require.EqualValues(t, 200, rep.Responses)
 	require.Zero(t, rep.TransportErrors)
-	require.EqualValues(t, 16, rep.Errors)
+	require.EqualValues(t, 8, rep.Errors)
 	require.InDelta(t, 4.0, rep.ErrorRate, 1e-9)
-	require.Equal(t, map[int]int64{200: 384, 500: 16}, rep.StatusCounts)
-	require.InDelta(t, 384*60/2.0, rep.PageViewsPerMinute, 1e-9)
+	require.Equal(t, map[int]int64{200: 192, 500: 8}, rep.StatusCounts)
+	require.InDelta(t, 192*60/2.0, rep.PageViewsPerMinute, 1e-9)
 
-	// Response times: the client adds a little to what the server slept.
+	// Response times: the client adds to what the server slept (a few ms
+	// when idle; more on a loaded machine, where this test shares the
+	// CPU). The bounds put each percentile in its own group: p50 among
+	// the 5 ms answers, p95 among the 150 ms ones, the peak at the 600 ms
+	// outlier.
 	require.GreaterOrEqual(t, rep.P50, 5*time.Millisecond)
-	require.Less(t, rep.P50, 40*time.Millisecond)
+	require.Less(t, rep.P50, 100*time.Millisecond)
 	require.GreaterOrEqual(t, rep.P95, 149*time.Millisecond)
-	require.Less(t, rep.P95, 200*time.Millisecond)
+	require.Less(t, rep.P95, 450*time.Millisecond)
 	require.GreaterOrEqual(t, rep.Peak, 600*time.Millisecond)
-	require.Less(t, rep.Peak, 700*time.Millisecond)
+	require.Less(t, rep.Peak, 900*time.Millisecond)
 	require.LessOrEqual(t, rep.P99, rep.Peak)
 
 	require.Len(t, rep.URLs, 2)
 	a, b := rep.URLs[0], rep.URLs[1]
 	require.Equal(t, "/a", a.URL)
-	require.EqualValues(t, 200, a.Requests)
+	require.EqualValues(t, 100, a.Requests)
 	require.Zero(t, a.Errors)
 	require.GreaterOrEqual(t, a.Peak, 600*time.Millisecond)
 	require.Equal(t, "/b", b.URL)
-	require.EqualValues(t, 16, b.Errors)
+	require.EqualValues(t, 8, b.Errors)
 	require.InDelta(t, 8.0, b.ErrorRate, 1e-9)
 	require.Less(t, b.Peak, 600*time.Millisecond)
 
@@ -107,7 +111,7 @@ func TestLoadTestMeasures(t *testing.T) {
 	require.True(t, got[KPIPeakResponseTime].Passed)
 	require.Equal(t, "1000", got[KPIPeakResponseTime].ExpectedValue)
 	require.True(t, got[KPIPageViewsPerMinute].Passed)
-	require.Equal(t, "11520", got[KPIPageViewsPerMinute].ActualValue)
+	require.Equal(t, "5760", got[KPIPageViewsPerMinute].ActualValue)
 	require.True(t, Verdict(ms).Failed(), "4 % errors fail the execution")
 }
 
@@ -160,10 +164,13 @@ func TestLoadTestOpenModel(t *testing.T) {
 			second++
 		}
 	}
-	require.InDelta(t, 50, first, 5)
-	require.InDelta(t, 50, second, 5)
-	// Little's law: rate x latency = 20 requests in flight.
-	require.InDelta(t, 20, maxIn.Load(), 5)
+	require.InDelta(t, 50, first, 8)
+	require.InDelta(t, 50, second, 8)
+	// Little's law: rate x latency = 20 requests in flight (more for a
+	// moment when the scheduler catches up after a late wake-up). A
+	// closed model would never exceed its worker count.
+	require.GreaterOrEqual(t, maxIn.Load(), int64(16))
+	require.LessOrEqual(t, maxIn.Load(), int64(60), "never above the concurrency cap")
 	require.GreaterOrEqual(t, rep.P95, 400*time.Millisecond)
 	got := byKPI(ms)
 	require.False(t, got[KPIP95ResponseTime].Passed)

@@ -62,10 +62,18 @@ type Deps struct {
 	Artifacts Artifacts
 	Gates     Gates
 	Clock     clock.Clock
+	// Drift lists a host's unresolved configuration drift (nil: none).
+	Drift func(host string) ([]DriftNote, error)
 	// GitCheck reports whether branch exists in repo (default: git
 	// ls-remote).
 	GitCheck func(ctx context.Context, repo, branch string) error
 	Logger   hclog.Logger
+}
+
+// DriftNote is one hand-made change on a host, for Validation's warnings.
+type DriftNote struct {
+	Path, Kind, Severity string
+	At                   time.Time
 }
 
 // Manager runs executions. Safe for concurrent use.

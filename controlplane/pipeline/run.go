@@ -497,6 +497,25 @@ func (r *run) validate(ctx context.Context, s *Step, pl *config.Pipeline) (outco
 			answers <- answer{host: h, err: err, f: f}
 		}()
 	}
+	if r.m.d.Drift != nil {
+		for _, h := range hosts {
+			notes, err := r.m.d.Drift(h)
+			if err != nil || len(notes) == 0 {
+				continue
+			}
+			var paths []string
+			high := false
+			for _, n := range notes {
+				paths = append(paths, n.Kind+" "+n.Path)
+				high = high || n.Severity == "high"
+			}
+			sev := ""
+			if high {
+				sev = " (HIGH: immutable files changed)"
+			}
+			r.lockedLog(s, "WARNING host %s: %d change(s) made by hand since its last deployment%s: %s; this deployment will replace them", h, len(notes), sev, strings.Join(paths, ", "))
+		}
+	}
 	var lines []string
 	for range hosts {
 		a := <-answers

@@ -190,6 +190,14 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	pipelines := pipeline.New(pipeline.Deps{
 		Backend: st.Backend(), Config: cfg, Fleet: fl, Rollouts: rollouts,
 		Artifacts: pipelineArtifacts{resolve: sets, sets: artSets}, Gates: opts.Gates, Clock: opts.Clock, GitCheck: opts.GitCheck, Logger: log,
+		Drift: func(host string) ([]pipeline.DriftNote, error) {
+			recs, err := st.Drift(host, false)
+			out := make([]pipeline.DriftNote, 0, len(recs))
+			for _, r := range recs {
+				out = append(out, pipeline.DriftNote{Path: r.Path, Kind: r.Kind, Severity: r.Severity, At: r.At})
+			}
+			return out, err
+		},
 	})
 	pb.RegisterAdminServiceServer(gs, &api.Admin{Fleet: fl, Store: st, Hosts: cfg, PKI: ca, ServerAddress: addr, Config: cfg, Rollouts: rollouts, Sets: sets, Pipelines: pipelines})
 	pb.RegisterArtifactServiceServer(gs, artifacts.NewService(artifacts.NewSets(blobs, st.Backend()), authz.Record))

@@ -103,3 +103,28 @@ func TestAudit(t *testing.T) {
 	_, err := bad.AppendAudit(AuditEntry{})
 	require.True(t, errors.Is(err, kv.ErrDB))
 }
+
+func TestDriftRecords(t *testing.T) {
+	for name, open := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			recs := []DriftRecord{{Path: "conf.d/a.conf", Kind: "modified", Severity: "normal"}, {Path: "conf/httpd.conf", Kind: "modified", Severity: "high"}}
+			require.NoError(t, s.AddDrift("d1", "r1", recs))
+			require.NoError(t, s.AddDrift("d1", "r1", recs), "a re-sent report is stored once")
+			require.NoError(t, s.AddDrift("d2", "r1", recs[:1]))
+			got, err := s.Drift("d1", false)
+			require.NoError(t, err)
+			require.Len(t, got, 2)
+			require.Equal(t, "high", got[1].Severity)
+			n, err := s.ResolveDrift("d1", "dep/pair1.deploy.d1/d1")
+			require.NoError(t, err)
+			require.Equal(t, 2, n)
+			got, err = s.Drift("d1", false)
+			require.NoError(t, err)
+			require.Empty(t, got)
+			got, err = s.Drift("", true)
+			require.NoError(t, err)
+			require.Len(t, got, 3)
+		})
+	}
+}

@@ -23,6 +23,228 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ListDriftRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Environment string                 `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	HostId      string                 `protobuf:"bytes,2,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	// all includes drift a later deployment already replaced.
+	All           bool `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDriftRequest) Reset() {
+	*x = ListDriftRequest{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDriftRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDriftRequest) ProtoMessage() {}
+
+func (x *ListDriftRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDriftRequest.ProtoReflect.Descriptor instead.
+func (*ListDriftRequest) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ListDriftRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *ListDriftRequest) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
+}
+
+func (x *ListDriftRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+type DriftRecord struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	HostId       string                 `protobuf:"bytes,1,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	Path         string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	Kind         string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	From         string                 `protobuf:"bytes,4,opt,name=from,proto3" json:"from,omitempty"`
+	BeforeSha256 string                 `protobuf:"bytes,5,opt,name=before_sha256,json=beforeSha256,proto3" json:"before_sha256,omitempty"`
+	AfterSha256  string                 `protobuf:"bytes,6,opt,name=after_sha256,json=afterSha256,proto3" json:"after_sha256,omitempty"`
+	Severity     string                 `protobuf:"bytes,7,opt,name=severity,proto3" json:"severity,omitempty"`
+	At           *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=at,proto3" json:"at,omitempty"`
+	ReceivedAt   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
+	// resolved_by names the task that replaced the tree since.
+	ResolvedBy    string `protobuf:"bytes,10,opt,name=resolved_by,json=resolvedBy,proto3" json:"resolved_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DriftRecord) Reset() {
+	*x = DriftRecord{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DriftRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DriftRecord) ProtoMessage() {}
+
+func (x *DriftRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DriftRecord.ProtoReflect.Descriptor instead.
+func (*DriftRecord) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DriftRecord) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
+}
+
+func (x *DriftRecord) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *DriftRecord) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *DriftRecord) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *DriftRecord) GetBeforeSha256() string {
+	if x != nil {
+		return x.BeforeSha256
+	}
+	return ""
+}
+
+func (x *DriftRecord) GetAfterSha256() string {
+	if x != nil {
+		return x.AfterSha256
+	}
+	return ""
+}
+
+func (x *DriftRecord) GetSeverity() string {
+	if x != nil {
+		return x.Severity
+	}
+	return ""
+}
+
+func (x *DriftRecord) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *DriftRecord) GetReceivedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReceivedAt
+	}
+	return nil
+}
+
+func (x *DriftRecord) GetResolvedBy() string {
+	if x != nil {
+		return x.ResolvedBy
+	}
+	return ""
+}
+
+type ListDriftResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*DriftRecord         `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDriftResponse) Reset() {
+	*x = ListDriftResponse{}
+	mi := &file_deckhand_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDriftResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDriftResponse) ProtoMessage() {}
+
+func (x *ListDriftResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDriftResponse.ProtoReflect.Descriptor instead.
+func (*ListDriftResponse) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ListDriftResponse) GetRecords() []*DriftRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
 type DeploymentRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Environment string                 `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
@@ -38,7 +260,7 @@ type DeploymentRequest struct {
 
 func (x *DeploymentRequest) Reset() {
 	*x = DeploymentRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[0]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -50,7 +272,7 @@ func (x *DeploymentRequest) String() string {
 func (*DeploymentRequest) ProtoMessage() {}
 
 func (x *DeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[0]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -63,7 +285,7 @@ func (x *DeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentRequest.ProtoReflect.Descriptor instead.
 func (*DeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *DeploymentRequest) GetEnvironment() string {
@@ -110,7 +332,7 @@ type PlanStep struct {
 
 func (x *PlanStep) Reset() {
 	*x = PlanStep{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[1]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -122,7 +344,7 @@ func (x *PlanStep) String() string {
 func (*PlanStep) ProtoMessage() {}
 
 func (x *PlanStep) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[1]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -135,7 +357,7 @@ func (x *PlanStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanStep.ProtoReflect.Descriptor instead.
 func (*PlanStep) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PlanStep) GetN() int32 {
@@ -209,7 +431,7 @@ type PlanResponse struct {
 
 func (x *PlanResponse) Reset() {
 	*x = PlanResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[2]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -221,7 +443,7 @@ func (x *PlanResponse) String() string {
 func (*PlanResponse) ProtoMessage() {}
 
 func (x *PlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[2]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -234,7 +456,7 @@ func (x *PlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanResponse.ProtoReflect.Descriptor instead.
 func (*PlanResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PlanResponse) GetEnvironment() string {
@@ -298,7 +520,7 @@ type StepInfo struct {
 
 func (x *StepInfo) Reset() {
 	*x = StepInfo{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[3]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -310,7 +532,7 @@ func (x *StepInfo) String() string {
 func (*StepInfo) ProtoMessage() {}
 
 func (x *StepInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[3]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -323,7 +545,7 @@ func (x *StepInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepInfo.ProtoReflect.Descriptor instead.
 func (*StepInfo) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StepInfo) GetKey() string {
@@ -422,7 +644,7 @@ type DeploymentInfo struct {
 
 func (x *DeploymentInfo) Reset() {
 	*x = DeploymentInfo{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[4]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -434,7 +656,7 @@ func (x *DeploymentInfo) String() string {
 func (*DeploymentInfo) ProtoMessage() {}
 
 func (x *DeploymentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[4]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -447,7 +669,7 @@ func (x *DeploymentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentInfo.ProtoReflect.Descriptor instead.
 func (*DeploymentInfo) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeploymentInfo) GetId() string {
@@ -537,7 +759,7 @@ type ListDeploymentsRequest struct {
 
 func (x *ListDeploymentsRequest) Reset() {
 	*x = ListDeploymentsRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[5]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -549,7 +771,7 @@ func (x *ListDeploymentsRequest) String() string {
 func (*ListDeploymentsRequest) ProtoMessage() {}
 
 func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[5]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -562,7 +784,7 @@ func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsRequest.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListDeploymentsRequest) GetEnvironment() string {
@@ -588,7 +810,7 @@ type ListDeploymentsResponse struct {
 
 func (x *ListDeploymentsResponse) Reset() {
 	*x = ListDeploymentsResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[6]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -600,7 +822,7 @@ func (x *ListDeploymentsResponse) String() string {
 func (*ListDeploymentsResponse) ProtoMessage() {}
 
 func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[6]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -613,7 +835,7 @@ func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsResponse.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListDeploymentsResponse) GetDeployments() []*DeploymentInfo {
@@ -632,7 +854,7 @@ type GetDeploymentRequest struct {
 
 func (x *GetDeploymentRequest) Reset() {
 	*x = GetDeploymentRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[7]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -644,7 +866,7 @@ func (x *GetDeploymentRequest) String() string {
 func (*GetDeploymentRequest) ProtoMessage() {}
 
 func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[7]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -657,7 +879,7 @@ func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*GetDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetDeploymentRequest) GetId() string {
@@ -677,7 +899,7 @@ type WatchDeploymentRequest struct {
 
 func (x *WatchDeploymentRequest) Reset() {
 	*x = WatchDeploymentRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[8]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +911,7 @@ func (x *WatchDeploymentRequest) String() string {
 func (*WatchDeploymentRequest) ProtoMessage() {}
 
 func (x *WatchDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[8]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +924,7 @@ func (x *WatchDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*WatchDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchDeploymentRequest) GetId() string {
@@ -738,7 +960,7 @@ type DeploymentEvent struct {
 
 func (x *DeploymentEvent) Reset() {
 	*x = DeploymentEvent{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[9]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +972,7 @@ func (x *DeploymentEvent) String() string {
 func (*DeploymentEvent) ProtoMessage() {}
 
 func (x *DeploymentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[9]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +985,7 @@ func (x *DeploymentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentEvent.ProtoReflect.Descriptor instead.
 func (*DeploymentEvent) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeploymentEvent) GetSeq() uint64 {
@@ -852,7 +1074,7 @@ type DeploymentEventsResponse struct {
 
 func (x *DeploymentEventsResponse) Reset() {
 	*x = DeploymentEventsResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[10]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +1086,7 @@ func (x *DeploymentEventsResponse) String() string {
 func (*DeploymentEventsResponse) ProtoMessage() {}
 
 func (x *DeploymentEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[10]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +1099,7 @@ func (x *DeploymentEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentEventsResponse.ProtoReflect.Descriptor instead.
 func (*DeploymentEventsResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeploymentEventsResponse) GetEvents() []*DeploymentEvent {
@@ -897,7 +1119,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[11]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +1131,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[11]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1144,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateJoinTokenRequest) GetHostId() string {
@@ -951,7 +1173,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[12]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1185,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[12]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1198,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -1017,7 +1239,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[13]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1251,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[13]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1264,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RevokeAgentRequest) GetHostId() string {
@@ -1068,7 +1290,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[14]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1302,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[14]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1315,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RevokeAgentResponse) GetWasConnected() bool {
@@ -1113,7 +1335,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[15]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1347,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[15]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1360,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
@@ -1170,7 +1392,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[16]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1182,7 +1404,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[16]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1195,7 +1417,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AuditEntry) GetSeq() uint64 {
@@ -1256,7 +1478,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[17]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1490,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[17]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1503,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
@@ -1301,7 +1523,7 @@ type CreateAdminRequest struct {
 
 func (x *CreateAdminRequest) Reset() {
 	*x = CreateAdminRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[18]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +1535,7 @@ func (x *CreateAdminRequest) String() string {
 func (*CreateAdminRequest) ProtoMessage() {}
 
 func (x *CreateAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[18]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +1548,7 @@ func (x *CreateAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminRequest.ProtoReflect.Descriptor instead.
 func (*CreateAdminRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateAdminRequest) GetName() string {
@@ -1352,7 +1574,7 @@ type CreateAdminResponse struct {
 
 func (x *CreateAdminResponse) Reset() {
 	*x = CreateAdminResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[19]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1586,7 @@ func (x *CreateAdminResponse) String() string {
 func (*CreateAdminResponse) ProtoMessage() {}
 
 func (x *CreateAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[19]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1599,7 @@ func (x *CreateAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminResponse.ProtoReflect.Descriptor instead.
 func (*CreateAdminResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateAdminResponse) GetToken() string {
@@ -1398,7 +1620,7 @@ type IssueAdminCertRequest struct {
 
 func (x *IssueAdminCertRequest) Reset() {
 	*x = IssueAdminCertRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[20]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1632,7 @@ func (x *IssueAdminCertRequest) String() string {
 func (*IssueAdminCertRequest) ProtoMessage() {}
 
 func (x *IssueAdminCertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[20]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1645,7 @@ func (x *IssueAdminCertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertRequest.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *IssueAdminCertRequest) GetName() string {
@@ -1457,7 +1679,7 @@ type IssueAdminCertResponse struct {
 
 func (x *IssueAdminCertResponse) Reset() {
 	*x = IssueAdminCertResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[21]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1691,7 @@ func (x *IssueAdminCertResponse) String() string {
 func (*IssueAdminCertResponse) ProtoMessage() {}
 
 func (x *IssueAdminCertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[21]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1704,7 @@ func (x *IssueAdminCertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertResponse.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *IssueAdminCertResponse) GetCertificate() []byte {
@@ -1507,7 +1729,7 @@ type WhoAmIRequest struct {
 
 func (x *WhoAmIRequest) Reset() {
 	*x = WhoAmIRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[22]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1741,7 @@ func (x *WhoAmIRequest) String() string {
 func (*WhoAmIRequest) ProtoMessage() {}
 
 func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[22]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1754,7 @@ func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
 func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 type WhoAmIResponse struct {
@@ -1546,7 +1768,7 @@ type WhoAmIResponse struct {
 
 func (x *WhoAmIResponse) Reset() {
 	*x = WhoAmIResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[23]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1780,7 @@ func (x *WhoAmIResponse) String() string {
 func (*WhoAmIResponse) ProtoMessage() {}
 
 func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[23]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1793,7 @@ func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
 func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WhoAmIResponse) GetPrincipal() string {
@@ -1604,7 +1826,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[24]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1838,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[24]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1851,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListAgentsRequest) GetEnvironment() string {
@@ -1660,7 +1882,7 @@ type AgentInfo struct {
 
 func (x *AgentInfo) Reset() {
 	*x = AgentInfo{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[25]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +1894,7 @@ func (x *AgentInfo) String() string {
 func (*AgentInfo) ProtoMessage() {}
 
 func (x *AgentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[25]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +1907,7 @@ func (x *AgentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
 func (*AgentInfo) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AgentInfo) GetHostId() string {
@@ -1774,7 +1996,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[26]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1786,7 +2008,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[26]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1799,7 +2021,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*AgentInfo {
@@ -1818,7 +2040,7 @@ type GetHostFactsRequest struct {
 
 func (x *GetHostFactsRequest) Reset() {
 	*x = GetHostFactsRequest{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[27]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +2052,7 @@ func (x *GetHostFactsRequest) String() string {
 func (*GetHostFactsRequest) ProtoMessage() {}
 
 func (x *GetHostFactsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[27]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +2065,7 @@ func (x *GetHostFactsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostFactsRequest.ProtoReflect.Descriptor instead.
 func (*GetHostFactsRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetHostFactsRequest) GetHostId() string {
@@ -1863,7 +2085,7 @@ type GetHostFactsResponse struct {
 
 func (x *GetHostFactsResponse) Reset() {
 	*x = GetHostFactsResponse{}
-	mi := &file_deckhand_v1_admin_proto_msgTypes[28]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +2097,7 @@ func (x *GetHostFactsResponse) String() string {
 func (*GetHostFactsResponse) ProtoMessage() {}
 
 func (x *GetHostFactsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_admin_proto_msgTypes[28]
+	mi := &file_deckhand_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +2110,7 @@ func (x *GetHostFactsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostFactsResponse.ProtoReflect.Descriptor instead.
 func (*GetHostFactsResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_deckhand_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetHostFactsResponse) GetTaskId() string {
@@ -1909,7 +2131,27 @@ var File_deckhand_v1_admin_proto protoreflect.FileDescriptor
 
 const file_deckhand_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x17deckhand/v1/admin.proto\x12\vdeckhand.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x17deckhand/v1/agent.proto\"\x8d\x01\n" +
+	"\x17deckhand/v1/admin.proto\x12\vdeckhand.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x17deckhand/v1/agent.proto\"_\n" +
+	"\x10ListDriftRequest\x12 \n" +
+	"\venvironment\x18\x01 \x01(\tR\venvironment\x12\x17\n" +
+	"\ahost_id\x18\x02 \x01(\tR\x06hostId\x12\x10\n" +
+	"\x03all\x18\x03 \x01(\bR\x03all\"\xd0\x02\n" +
+	"\vDriftRecord\x12\x17\n" +
+	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04from\x18\x04 \x01(\tR\x04from\x12#\n" +
+	"\rbefore_sha256\x18\x05 \x01(\tR\fbeforeSha256\x12!\n" +
+	"\fafter_sha256\x18\x06 \x01(\tR\vafterSha256\x12\x1a\n" +
+	"\bseverity\x18\a \x01(\tR\bseverity\x12*\n" +
+	"\x02at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12;\n" +
+	"\vreceived_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"receivedAt\x12\x1f\n" +
+	"\vresolved_by\x18\n" +
+	" \x01(\tR\n" +
+	"resolvedBy\"G\n" +
+	"\x11ListDriftResponse\x122\n" +
+	"\arecords\x18\x01 \x03(\v2\x18.deckhand.v1.DriftRecordR\arecords\"\x8d\x01\n" +
 	"\x11DeploymentRequest\x12 \n" +
 	"\venvironment\x18\x01 \x01(\tR\venvironment\x12!\n" +
 	"\fartifact_set\x18\x02 \x01(\tR\vartifactSet\x12\x16\n" +
@@ -2058,7 +2300,8 @@ const file_deckhand_v1_admin_proto_rawDesc = "" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\"]\n" +
 	"\x14GetHostFactsResponse\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12,\n" +
-	"\x05facts\x18\x02 \x01(\v2\x16.deckhand.v1.HostFactsR\x05facts2\xf6\t\n" +
+	"\x05facts\x18\x02 \x01(\v2\x16.deckhand.v1.HostFactsR\x05facts2\xc2\n" +
+	"\n" +
 	"\fAdminService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.deckhand.v1.ListAgentsRequest\x1a\x1f.deckhand.v1.ListAgentsResponse\x12S\n" +
@@ -2075,7 +2318,8 @@ const file_deckhand_v1_admin_proto_rawDesc = "" +
 	"\rGetDeployment\x12!.deckhand.v1.GetDeploymentRequest\x1a\x1b.deckhand.v1.DeploymentInfo\x12R\n" +
 	"\x10CancelDeployment\x12!.deckhand.v1.GetDeploymentRequest\x1a\x1b.deckhand.v1.DeploymentInfo\x12V\n" +
 	"\x0fWatchDeployment\x12#.deckhand.v1.WatchDeploymentRequest\x1a\x1c.deckhand.v1.DeploymentEvent0\x01\x12^\n" +
-	"\x10DeploymentEvents\x12#.deckhand.v1.WatchDeploymentRequest\x1a%.deckhand.v1.DeploymentEventsResponseB?Z=github.com/deckhand-dev/deckhand/proto/deckhand/v1;deckhandv1b\x06proto3"
+	"\x10DeploymentEvents\x12#.deckhand.v1.WatchDeploymentRequest\x1a%.deckhand.v1.DeploymentEventsResponse\x12J\n" +
+	"\tListDrift\x12\x1d.deckhand.v1.ListDriftRequest\x1a\x1e.deckhand.v1.ListDriftResponseB?Z=github.com/deckhand-dev/deckhand/proto/deckhand/v1;deckhandv1b\x06proto3"
 
 var (
 	file_deckhand_v1_admin_proto_rawDescOnce sync.Once
@@ -2089,98 +2333,106 @@ func file_deckhand_v1_admin_proto_rawDescGZIP() []byte {
 	return file_deckhand_v1_admin_proto_rawDescData
 }
 
-var file_deckhand_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_deckhand_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_deckhand_v1_admin_proto_goTypes = []any{
-	(*DeploymentRequest)(nil),        // 0: deckhand.v1.DeploymentRequest
-	(*PlanStep)(nil),                 // 1: deckhand.v1.PlanStep
-	(*PlanResponse)(nil),             // 2: deckhand.v1.PlanResponse
-	(*StepInfo)(nil),                 // 3: deckhand.v1.StepInfo
-	(*DeploymentInfo)(nil),           // 4: deckhand.v1.DeploymentInfo
-	(*ListDeploymentsRequest)(nil),   // 5: deckhand.v1.ListDeploymentsRequest
-	(*ListDeploymentsResponse)(nil),  // 6: deckhand.v1.ListDeploymentsResponse
-	(*GetDeploymentRequest)(nil),     // 7: deckhand.v1.GetDeploymentRequest
-	(*WatchDeploymentRequest)(nil),   // 8: deckhand.v1.WatchDeploymentRequest
-	(*DeploymentEvent)(nil),          // 9: deckhand.v1.DeploymentEvent
-	(*DeploymentEventsResponse)(nil), // 10: deckhand.v1.DeploymentEventsResponse
-	(*CreateJoinTokenRequest)(nil),   // 11: deckhand.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),  // 12: deckhand.v1.CreateJoinTokenResponse
-	(*RevokeAgentRequest)(nil),       // 13: deckhand.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),      // 14: deckhand.v1.RevokeAgentResponse
-	(*ListAuditRequest)(nil),         // 15: deckhand.v1.ListAuditRequest
-	(*AuditEntry)(nil),               // 16: deckhand.v1.AuditEntry
-	(*ListAuditResponse)(nil),        // 17: deckhand.v1.ListAuditResponse
-	(*CreateAdminRequest)(nil),       // 18: deckhand.v1.CreateAdminRequest
-	(*CreateAdminResponse)(nil),      // 19: deckhand.v1.CreateAdminResponse
-	(*IssueAdminCertRequest)(nil),    // 20: deckhand.v1.IssueAdminCertRequest
-	(*IssueAdminCertResponse)(nil),   // 21: deckhand.v1.IssueAdminCertResponse
-	(*WhoAmIRequest)(nil),            // 22: deckhand.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),           // 23: deckhand.v1.WhoAmIResponse
-	(*ListAgentsRequest)(nil),        // 24: deckhand.v1.ListAgentsRequest
-	(*AgentInfo)(nil),                // 25: deckhand.v1.AgentInfo
-	(*ListAgentsResponse)(nil),       // 26: deckhand.v1.ListAgentsResponse
-	(*GetHostFactsRequest)(nil),      // 27: deckhand.v1.GetHostFactsRequest
-	(*GetHostFactsResponse)(nil),     // 28: deckhand.v1.GetHostFactsResponse
-	nil,                              // 29: deckhand.v1.DeploymentInfo.HostsEntry
-	(*timestamppb.Timestamp)(nil),    // 30: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 31: google.protobuf.Duration
-	(*HostFacts)(nil),                // 32: deckhand.v1.HostFacts
+	(*ListDriftRequest)(nil),         // 0: deckhand.v1.ListDriftRequest
+	(*DriftRecord)(nil),              // 1: deckhand.v1.DriftRecord
+	(*ListDriftResponse)(nil),        // 2: deckhand.v1.ListDriftResponse
+	(*DeploymentRequest)(nil),        // 3: deckhand.v1.DeploymentRequest
+	(*PlanStep)(nil),                 // 4: deckhand.v1.PlanStep
+	(*PlanResponse)(nil),             // 5: deckhand.v1.PlanResponse
+	(*StepInfo)(nil),                 // 6: deckhand.v1.StepInfo
+	(*DeploymentInfo)(nil),           // 7: deckhand.v1.DeploymentInfo
+	(*ListDeploymentsRequest)(nil),   // 8: deckhand.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),  // 9: deckhand.v1.ListDeploymentsResponse
+	(*GetDeploymentRequest)(nil),     // 10: deckhand.v1.GetDeploymentRequest
+	(*WatchDeploymentRequest)(nil),   // 11: deckhand.v1.WatchDeploymentRequest
+	(*DeploymentEvent)(nil),          // 12: deckhand.v1.DeploymentEvent
+	(*DeploymentEventsResponse)(nil), // 13: deckhand.v1.DeploymentEventsResponse
+	(*CreateJoinTokenRequest)(nil),   // 14: deckhand.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),  // 15: deckhand.v1.CreateJoinTokenResponse
+	(*RevokeAgentRequest)(nil),       // 16: deckhand.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),      // 17: deckhand.v1.RevokeAgentResponse
+	(*ListAuditRequest)(nil),         // 18: deckhand.v1.ListAuditRequest
+	(*AuditEntry)(nil),               // 19: deckhand.v1.AuditEntry
+	(*ListAuditResponse)(nil),        // 20: deckhand.v1.ListAuditResponse
+	(*CreateAdminRequest)(nil),       // 21: deckhand.v1.CreateAdminRequest
+	(*CreateAdminResponse)(nil),      // 22: deckhand.v1.CreateAdminResponse
+	(*IssueAdminCertRequest)(nil),    // 23: deckhand.v1.IssueAdminCertRequest
+	(*IssueAdminCertResponse)(nil),   // 24: deckhand.v1.IssueAdminCertResponse
+	(*WhoAmIRequest)(nil),            // 25: deckhand.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),           // 26: deckhand.v1.WhoAmIResponse
+	(*ListAgentsRequest)(nil),        // 27: deckhand.v1.ListAgentsRequest
+	(*AgentInfo)(nil),                // 28: deckhand.v1.AgentInfo
+	(*ListAgentsResponse)(nil),       // 29: deckhand.v1.ListAgentsResponse
+	(*GetHostFactsRequest)(nil),      // 30: deckhand.v1.GetHostFactsRequest
+	(*GetHostFactsResponse)(nil),     // 31: deckhand.v1.GetHostFactsResponse
+	nil,                              // 32: deckhand.v1.DeploymentInfo.HostsEntry
+	(*timestamppb.Timestamp)(nil),    // 33: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 34: google.protobuf.Duration
+	(*HostFacts)(nil),                // 35: deckhand.v1.HostFacts
 }
 var file_deckhand_v1_admin_proto_depIdxs = []int32{
-	1,  // 0: deckhand.v1.PlanResponse.steps:type_name -> deckhand.v1.PlanStep
-	30, // 1: deckhand.v1.StepInfo.started_at:type_name -> google.protobuf.Timestamp
-	30, // 2: deckhand.v1.StepInfo.finished_at:type_name -> google.protobuf.Timestamp
-	30, // 3: deckhand.v1.DeploymentInfo.created_at:type_name -> google.protobuf.Timestamp
-	30, // 4: deckhand.v1.DeploymentInfo.finished_at:type_name -> google.protobuf.Timestamp
-	3,  // 5: deckhand.v1.DeploymentInfo.steps:type_name -> deckhand.v1.StepInfo
-	29, // 6: deckhand.v1.DeploymentInfo.hosts:type_name -> deckhand.v1.DeploymentInfo.HostsEntry
-	4,  // 7: deckhand.v1.ListDeploymentsResponse.deployments:type_name -> deckhand.v1.DeploymentInfo
-	30, // 8: deckhand.v1.DeploymentEvent.at:type_name -> google.protobuf.Timestamp
-	9,  // 9: deckhand.v1.DeploymentEventsResponse.events:type_name -> deckhand.v1.DeploymentEvent
-	31, // 10: deckhand.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	30, // 11: deckhand.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	30, // 12: deckhand.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	30, // 13: deckhand.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	16, // 14: deckhand.v1.ListAuditResponse.entries:type_name -> deckhand.v1.AuditEntry
-	31, // 15: deckhand.v1.IssueAdminCertRequest.lifetime:type_name -> google.protobuf.Duration
-	30, // 16: deckhand.v1.AgentInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
-	30, // 17: deckhand.v1.AgentInfo.connected_at:type_name -> google.protobuf.Timestamp
-	25, // 18: deckhand.v1.ListAgentsResponse.agents:type_name -> deckhand.v1.AgentInfo
-	32, // 19: deckhand.v1.GetHostFactsResponse.facts:type_name -> deckhand.v1.HostFacts
-	24, // 20: deckhand.v1.AdminService.ListAgents:input_type -> deckhand.v1.ListAgentsRequest
-	27, // 21: deckhand.v1.AdminService.GetHostFacts:input_type -> deckhand.v1.GetHostFactsRequest
-	11, // 22: deckhand.v1.AdminService.CreateJoinToken:input_type -> deckhand.v1.CreateJoinTokenRequest
-	13, // 23: deckhand.v1.AdminService.RevokeAgent:input_type -> deckhand.v1.RevokeAgentRequest
-	15, // 24: deckhand.v1.AdminService.ListAudit:input_type -> deckhand.v1.ListAuditRequest
-	18, // 25: deckhand.v1.AdminService.CreateAdmin:input_type -> deckhand.v1.CreateAdminRequest
-	20, // 26: deckhand.v1.AdminService.IssueAdminCert:input_type -> deckhand.v1.IssueAdminCertRequest
-	22, // 27: deckhand.v1.AdminService.WhoAmI:input_type -> deckhand.v1.WhoAmIRequest
-	0,  // 28: deckhand.v1.AdminService.PlanDeployment:input_type -> deckhand.v1.DeploymentRequest
-	0,  // 29: deckhand.v1.AdminService.StartDeployment:input_type -> deckhand.v1.DeploymentRequest
-	5,  // 30: deckhand.v1.AdminService.ListDeployments:input_type -> deckhand.v1.ListDeploymentsRequest
-	7,  // 31: deckhand.v1.AdminService.GetDeployment:input_type -> deckhand.v1.GetDeploymentRequest
-	7,  // 32: deckhand.v1.AdminService.CancelDeployment:input_type -> deckhand.v1.GetDeploymentRequest
-	8,  // 33: deckhand.v1.AdminService.WatchDeployment:input_type -> deckhand.v1.WatchDeploymentRequest
-	8,  // 34: deckhand.v1.AdminService.DeploymentEvents:input_type -> deckhand.v1.WatchDeploymentRequest
-	26, // 35: deckhand.v1.AdminService.ListAgents:output_type -> deckhand.v1.ListAgentsResponse
-	28, // 36: deckhand.v1.AdminService.GetHostFacts:output_type -> deckhand.v1.GetHostFactsResponse
-	12, // 37: deckhand.v1.AdminService.CreateJoinToken:output_type -> deckhand.v1.CreateJoinTokenResponse
-	14, // 38: deckhand.v1.AdminService.RevokeAgent:output_type -> deckhand.v1.RevokeAgentResponse
-	17, // 39: deckhand.v1.AdminService.ListAudit:output_type -> deckhand.v1.ListAuditResponse
-	19, // 40: deckhand.v1.AdminService.CreateAdmin:output_type -> deckhand.v1.CreateAdminResponse
-	21, // 41: deckhand.v1.AdminService.IssueAdminCert:output_type -> deckhand.v1.IssueAdminCertResponse
-	23, // 42: deckhand.v1.AdminService.WhoAmI:output_type -> deckhand.v1.WhoAmIResponse
-	2,  // 43: deckhand.v1.AdminService.PlanDeployment:output_type -> deckhand.v1.PlanResponse
-	4,  // 44: deckhand.v1.AdminService.StartDeployment:output_type -> deckhand.v1.DeploymentInfo
-	6,  // 45: deckhand.v1.AdminService.ListDeployments:output_type -> deckhand.v1.ListDeploymentsResponse
-	4,  // 46: deckhand.v1.AdminService.GetDeployment:output_type -> deckhand.v1.DeploymentInfo
-	4,  // 47: deckhand.v1.AdminService.CancelDeployment:output_type -> deckhand.v1.DeploymentInfo
-	9,  // 48: deckhand.v1.AdminService.WatchDeployment:output_type -> deckhand.v1.DeploymentEvent
-	10, // 49: deckhand.v1.AdminService.DeploymentEvents:output_type -> deckhand.v1.DeploymentEventsResponse
-	35, // [35:50] is the sub-list for method output_type
-	20, // [20:35] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	33, // 0: deckhand.v1.DriftRecord.at:type_name -> google.protobuf.Timestamp
+	33, // 1: deckhand.v1.DriftRecord.received_at:type_name -> google.protobuf.Timestamp
+	1,  // 2: deckhand.v1.ListDriftResponse.records:type_name -> deckhand.v1.DriftRecord
+	4,  // 3: deckhand.v1.PlanResponse.steps:type_name -> deckhand.v1.PlanStep
+	33, // 4: deckhand.v1.StepInfo.started_at:type_name -> google.protobuf.Timestamp
+	33, // 5: deckhand.v1.StepInfo.finished_at:type_name -> google.protobuf.Timestamp
+	33, // 6: deckhand.v1.DeploymentInfo.created_at:type_name -> google.protobuf.Timestamp
+	33, // 7: deckhand.v1.DeploymentInfo.finished_at:type_name -> google.protobuf.Timestamp
+	6,  // 8: deckhand.v1.DeploymentInfo.steps:type_name -> deckhand.v1.StepInfo
+	32, // 9: deckhand.v1.DeploymentInfo.hosts:type_name -> deckhand.v1.DeploymentInfo.HostsEntry
+	7,  // 10: deckhand.v1.ListDeploymentsResponse.deployments:type_name -> deckhand.v1.DeploymentInfo
+	33, // 11: deckhand.v1.DeploymentEvent.at:type_name -> google.protobuf.Timestamp
+	12, // 12: deckhand.v1.DeploymentEventsResponse.events:type_name -> deckhand.v1.DeploymentEvent
+	34, // 13: deckhand.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	33, // 14: deckhand.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	33, // 15: deckhand.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	33, // 16: deckhand.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	19, // 17: deckhand.v1.ListAuditResponse.entries:type_name -> deckhand.v1.AuditEntry
+	34, // 18: deckhand.v1.IssueAdminCertRequest.lifetime:type_name -> google.protobuf.Duration
+	33, // 19: deckhand.v1.AgentInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
+	33, // 20: deckhand.v1.AgentInfo.connected_at:type_name -> google.protobuf.Timestamp
+	28, // 21: deckhand.v1.ListAgentsResponse.agents:type_name -> deckhand.v1.AgentInfo
+	35, // 22: deckhand.v1.GetHostFactsResponse.facts:type_name -> deckhand.v1.HostFacts
+	27, // 23: deckhand.v1.AdminService.ListAgents:input_type -> deckhand.v1.ListAgentsRequest
+	30, // 24: deckhand.v1.AdminService.GetHostFacts:input_type -> deckhand.v1.GetHostFactsRequest
+	14, // 25: deckhand.v1.AdminService.CreateJoinToken:input_type -> deckhand.v1.CreateJoinTokenRequest
+	16, // 26: deckhand.v1.AdminService.RevokeAgent:input_type -> deckhand.v1.RevokeAgentRequest
+	18, // 27: deckhand.v1.AdminService.ListAudit:input_type -> deckhand.v1.ListAuditRequest
+	21, // 28: deckhand.v1.AdminService.CreateAdmin:input_type -> deckhand.v1.CreateAdminRequest
+	23, // 29: deckhand.v1.AdminService.IssueAdminCert:input_type -> deckhand.v1.IssueAdminCertRequest
+	25, // 30: deckhand.v1.AdminService.WhoAmI:input_type -> deckhand.v1.WhoAmIRequest
+	3,  // 31: deckhand.v1.AdminService.PlanDeployment:input_type -> deckhand.v1.DeploymentRequest
+	3,  // 32: deckhand.v1.AdminService.StartDeployment:input_type -> deckhand.v1.DeploymentRequest
+	8,  // 33: deckhand.v1.AdminService.ListDeployments:input_type -> deckhand.v1.ListDeploymentsRequest
+	10, // 34: deckhand.v1.AdminService.GetDeployment:input_type -> deckhand.v1.GetDeploymentRequest
+	10, // 35: deckhand.v1.AdminService.CancelDeployment:input_type -> deckhand.v1.GetDeploymentRequest
+	11, // 36: deckhand.v1.AdminService.WatchDeployment:input_type -> deckhand.v1.WatchDeploymentRequest
+	11, // 37: deckhand.v1.AdminService.DeploymentEvents:input_type -> deckhand.v1.WatchDeploymentRequest
+	0,  // 38: deckhand.v1.AdminService.ListDrift:input_type -> deckhand.v1.ListDriftRequest
+	29, // 39: deckhand.v1.AdminService.ListAgents:output_type -> deckhand.v1.ListAgentsResponse
+	31, // 40: deckhand.v1.AdminService.GetHostFacts:output_type -> deckhand.v1.GetHostFactsResponse
+	15, // 41: deckhand.v1.AdminService.CreateJoinToken:output_type -> deckhand.v1.CreateJoinTokenResponse
+	17, // 42: deckhand.v1.AdminService.RevokeAgent:output_type -> deckhand.v1.RevokeAgentResponse
+	20, // 43: deckhand.v1.AdminService.ListAudit:output_type -> deckhand.v1.ListAuditResponse
+	22, // 44: deckhand.v1.AdminService.CreateAdmin:output_type -> deckhand.v1.CreateAdminResponse
+	24, // 45: deckhand.v1.AdminService.IssueAdminCert:output_type -> deckhand.v1.IssueAdminCertResponse
+	26, // 46: deckhand.v1.AdminService.WhoAmI:output_type -> deckhand.v1.WhoAmIResponse
+	5,  // 47: deckhand.v1.AdminService.PlanDeployment:output_type -> deckhand.v1.PlanResponse
+	7,  // 48: deckhand.v1.AdminService.StartDeployment:output_type -> deckhand.v1.DeploymentInfo
+	9,  // 49: deckhand.v1.AdminService.ListDeployments:output_type -> deckhand.v1.ListDeploymentsResponse
+	7,  // 50: deckhand.v1.AdminService.GetDeployment:output_type -> deckhand.v1.DeploymentInfo
+	7,  // 51: deckhand.v1.AdminService.CancelDeployment:output_type -> deckhand.v1.DeploymentInfo
+	12, // 52: deckhand.v1.AdminService.WatchDeployment:output_type -> deckhand.v1.DeploymentEvent
+	13, // 53: deckhand.v1.AdminService.DeploymentEvents:output_type -> deckhand.v1.DeploymentEventsResponse
+	2,  // 54: deckhand.v1.AdminService.ListDrift:output_type -> deckhand.v1.ListDriftResponse
+	39, // [39:55] is the sub-list for method output_type
+	23, // [23:39] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_deckhand_v1_admin_proto_init() }
@@ -2195,7 +2447,7 @@ func file_deckhand_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_deckhand_v1_admin_proto_rawDesc), len(file_deckhand_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

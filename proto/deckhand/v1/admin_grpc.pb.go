@@ -34,6 +34,7 @@ const (
 	AdminService_CancelDeployment_FullMethodName = "/deckhand.v1.AdminService/CancelDeployment"
 	AdminService_WatchDeployment_FullMethodName  = "/deckhand.v1.AdminService/WatchDeployment"
 	AdminService_DeploymentEvents_FullMethodName = "/deckhand.v1.AdminService/DeploymentEvents"
+	AdminService_ListDrift_FullMethodName        = "/deckhand.v1.AdminService/ListDrift"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -71,6 +72,9 @@ type AdminServiceClient interface {
 	WatchDeployment(ctx context.Context, in *WatchDeploymentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DeploymentEvent], error)
 	// DeploymentEvents returns the event log (for `deckctl deployments logs`).
 	DeploymentEvents(ctx context.Context, in *WatchDeploymentRequest, opts ...grpc.CallOption) (*DeploymentEventsResponse, error)
+	// ListDrift lists changes made to dispatcher config trees outside
+	// Deckhand.
+	ListDrift(ctx context.Context, in *ListDriftRequest, opts ...grpc.CallOption) (*ListDriftResponse, error)
 }
 
 type adminServiceClient struct {
@@ -240,6 +244,16 @@ func (c *adminServiceClient) DeploymentEvents(ctx context.Context, in *WatchDepl
 	return out, nil
 }
 
+func (c *adminServiceClient) ListDrift(ctx context.Context, in *ListDriftRequest, opts ...grpc.CallOption) (*ListDriftResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDriftResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListDrift_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -275,6 +289,9 @@ type AdminServiceServer interface {
 	WatchDeployment(*WatchDeploymentRequest, grpc.ServerStreamingServer[DeploymentEvent]) error
 	// DeploymentEvents returns the event log (for `deckctl deployments logs`).
 	DeploymentEvents(context.Context, *WatchDeploymentRequest) (*DeploymentEventsResponse, error)
+	// ListDrift lists changes made to dispatcher config trees outside
+	// Deckhand.
+	ListDrift(context.Context, *ListDriftRequest) (*ListDriftResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -329,6 +346,9 @@ func (UnimplementedAdminServiceServer) WatchDeployment(*WatchDeploymentRequest, 
 }
 func (UnimplementedAdminServiceServer) DeploymentEvents(context.Context, *WatchDeploymentRequest) (*DeploymentEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeploymentEvents not implemented")
+}
+func (UnimplementedAdminServiceServer) ListDrift(context.Context, *ListDriftRequest) (*ListDriftResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDrift not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -614,6 +634,24 @@ func _AdminService_DeploymentEvents_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListDrift_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDriftRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListDrift(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListDrift_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListDrift(ctx, req.(*ListDriftRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -676,6 +714,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeploymentEvents",
 			Handler:    _AdminService_DeploymentEvents_Handler,
+		},
+		{
+			MethodName: "ListDrift",
+			Handler:    _AdminService_ListDrift_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

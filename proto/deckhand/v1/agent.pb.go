@@ -473,6 +473,7 @@ type AgentMessage struct {
 	//	*AgentMessage_Progress
 	//	*AgentMessage_Result
 	//	*AgentMessage_Renew
+	//	*AgentMessage_Drift
 	Msg           isAgentMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -560,6 +561,15 @@ func (x *AgentMessage) GetRenew() *RenewRequest {
 	return nil
 }
 
+func (x *AgentMessage) GetDrift() *DriftReport {
+	if x != nil {
+		if x, ok := x.Msg.(*AgentMessage_Drift); ok {
+			return x.Drift
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Msg interface {
 	isAgentMessage_Msg()
 }
@@ -584,6 +594,10 @@ type AgentMessage_Renew struct {
 	Renew *RenewRequest `protobuf:"bytes,5,opt,name=renew,proto3,oneof"`
 }
 
+type AgentMessage_Drift struct {
+	Drift *DriftReport `protobuf:"bytes,6,opt,name=drift,proto3,oneof"`
+}
+
 func (*AgentMessage_Hello) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Heartbeat) isAgentMessage_Msg() {}
@@ -593,6 +607,156 @@ func (*AgentMessage_Progress) isAgentMessage_Msg() {}
 func (*AgentMessage_Result) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Renew) isAgentMessage_Msg() {}
+
+func (*AgentMessage_Drift) isAgentMessage_Msg() {}
+
+// DriftReport carries changes to the dispatcher config tree that no
+// Deckhand task made. The agent journals it and sends it until acked.
+type DriftReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Events        []*DriftEvent          `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DriftReport) Reset() {
+	*x = DriftReport{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DriftReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DriftReport) ProtoMessage() {}
+
+func (x *DriftReport) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DriftReport.ProtoReflect.Descriptor instead.
+func (*DriftReport) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DriftReport) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DriftReport) GetEvents() []*DriftEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+type DriftEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// kind is created, modified, removed or renamed (from names the old path).
+	Kind         string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	From         string `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	BeforeSha256 string `protobuf:"bytes,4,opt,name=before_sha256,json=beforeSha256,proto3" json:"before_sha256,omitempty"`
+	AfterSha256  string `protobuf:"bytes,5,opt,name=after_sha256,json=afterSha256,proto3" json:"after_sha256,omitempty"`
+	// severity is "high" for an immutable file, "normal" otherwise.
+	Severity      string                 `protobuf:"bytes,6,opt,name=severity,proto3" json:"severity,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DriftEvent) Reset() {
+	*x = DriftEvent{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DriftEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DriftEvent) ProtoMessage() {}
+
+func (x *DriftEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DriftEvent.ProtoReflect.Descriptor instead.
+func (*DriftEvent) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DriftEvent) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *DriftEvent) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *DriftEvent) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *DriftEvent) GetBeforeSha256() string {
+	if x != nil {
+		return x.BeforeSha256
+	}
+	return ""
+}
+
+func (x *DriftEvent) GetAfterSha256() string {
+	if x != nil {
+		return x.AfterSha256
+	}
+	return ""
+}
+
+func (x *DriftEvent) GetSeverity() string {
+	if x != nil {
+		return x.Severity
+	}
+	return ""
+}
+
+func (x *DriftEvent) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
 
 // ServerMessage is everything the server sends on Connect.
 type ServerMessage struct {
@@ -604,6 +768,7 @@ type ServerMessage struct {
 	//	*ServerMessage_Cancel
 	//	*ServerMessage_Ack
 	//	*ServerMessage_Renewed
+	//	*ServerMessage_DriftAck
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -611,7 +776,7 @@ type ServerMessage struct {
 
 func (x *ServerMessage) Reset() {
 	*x = ServerMessage{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[6]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +788,7 @@ func (x *ServerMessage) String() string {
 func (*ServerMessage) ProtoMessage() {}
 
 func (x *ServerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[6]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +801,7 @@ func (x *ServerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerMessage.ProtoReflect.Descriptor instead.
 func (*ServerMessage) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ServerMessage) GetMsg() isServerMessage_Msg {
@@ -691,6 +856,15 @@ func (x *ServerMessage) GetRenewed() *RenewResponse {
 	return nil
 }
 
+func (x *ServerMessage) GetDriftAck() *DriftAck {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_DriftAck); ok {
+			return x.DriftAck
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -715,6 +889,10 @@ type ServerMessage_Renewed struct {
 	Renewed *RenewResponse `protobuf:"bytes,5,opt,name=renewed,proto3,oneof"`
 }
 
+type ServerMessage_DriftAck struct {
+	DriftAck *DriftAck `protobuf:"bytes,6,opt,name=drift_ack,json=driftAck,proto3,oneof"`
+}
+
 func (*ServerMessage_Welcome) isServerMessage_Msg() {}
 
 func (*ServerMessage_Assign) isServerMessage_Msg() {}
@@ -724,6 +902,52 @@ func (*ServerMessage_Cancel) isServerMessage_Msg() {}
 func (*ServerMessage_Ack) isServerMessage_Msg() {}
 
 func (*ServerMessage_Renewed) isServerMessage_Msg() {}
+
+func (*ServerMessage_DriftAck) isServerMessage_Msg() {}
+
+type DriftAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DriftAck) Reset() {
+	*x = DriftAck{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DriftAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DriftAck) ProtoMessage() {}
+
+func (x *DriftAck) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DriftAck.ProtoReflect.Descriptor instead.
+func (*DriftAck) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *DriftAck) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
 
 // RenewRequest asks for a fresh certificate for this session's host before
 // the current one expires; the identity comes from the session, never from
@@ -737,7 +961,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[7]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +973,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[7]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +986,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -782,7 +1006,7 @@ type RenewResponse struct {
 
 func (x *RenewResponse) Reset() {
 	*x = RenewResponse{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[8]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +1018,7 @@ func (x *RenewResponse) String() string {
 func (*RenewResponse) ProtoMessage() {}
 
 func (x *RenewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[8]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +1031,7 @@ func (x *RenewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
 func (*RenewResponse) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RenewResponse) GetCertificate() []byte {
@@ -844,7 +1068,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[9]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +1080,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[9]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +1093,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Hello) GetHostId() string {
@@ -917,7 +1141,7 @@ type HeldTask struct {
 
 func (x *HeldTask) Reset() {
 	*x = HeldTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[10]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1153,7 @@ func (x *HeldTask) String() string {
 func (*HeldTask) ProtoMessage() {}
 
 func (x *HeldTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[10]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1166,7 @@ func (x *HeldTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeldTask.ProtoReflect.Descriptor instead.
 func (*HeldTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HeldTask) GetTaskId() string {
@@ -975,7 +1199,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[11]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1211,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[11]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +1224,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Welcome) GetHeartbeatInterval() *durationpb.Duration {
@@ -1042,7 +1266,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[12]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1278,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[12]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1291,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
@@ -1096,7 +1320,7 @@ type Assign struct {
 
 func (x *Assign) Reset() {
 	*x = Assign{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[13]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1332,7 @@ func (x *Assign) String() string {
 func (*Assign) ProtoMessage() {}
 
 func (x *Assign) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[13]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1345,7 @@ func (x *Assign) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assign.ProtoReflect.Descriptor instead.
 func (*Assign) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Assign) GetTask() *Task {
@@ -1148,7 +1372,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[14]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1384,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[14]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1397,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Cancel) GetTaskId() string {
@@ -1199,7 +1423,7 @@ type AckResult struct {
 
 func (x *AckResult) Reset() {
 	*x = AckResult{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[15]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1435,7 @@ func (x *AckResult) String() string {
 func (*AckResult) ProtoMessage() {}
 
 func (x *AckResult) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[15]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1448,7 @@ func (x *AckResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckResult.ProtoReflect.Descriptor instead.
 func (*AckResult) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AckResult) GetTaskId() string {
@@ -1266,7 +1490,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[16]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1502,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[16]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1515,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Task) GetId() string {
@@ -1496,7 +1720,7 @@ type BuildTask struct {
 
 func (x *BuildTask) Reset() {
 	*x = BuildTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[17]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1732,7 @@ func (x *BuildTask) String() string {
 func (*BuildTask) ProtoMessage() {}
 
 func (x *BuildTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[17]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1745,7 @@ func (x *BuildTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildTask.ProtoReflect.Descriptor instead.
 func (*BuildTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BuildTask) GetRepository() string {
@@ -1557,7 +1781,7 @@ type CodeScanTask struct {
 
 func (x *CodeScanTask) Reset() {
 	*x = CodeScanTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[18]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1793,7 @@ func (x *CodeScanTask) String() string {
 func (*CodeScanTask) ProtoMessage() {}
 
 func (x *CodeScanTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[18]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1806,7 @@ func (x *CodeScanTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CodeScanTask.ProtoReflect.Descriptor instead.
 func (*CodeScanTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CodeScanTask) GetBuildTaskId() string {
@@ -1612,7 +1836,7 @@ type ArtifactRef struct {
 
 func (x *ArtifactRef) Reset() {
 	*x = ArtifactRef{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[19]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1624,7 +1848,7 @@ func (x *ArtifactRef) String() string {
 func (*ArtifactRef) ProtoMessage() {}
 
 func (x *ArtifactRef) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[19]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1637,7 +1861,7 @@ func (x *ArtifactRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactRef.ProtoReflect.Descriptor instead.
 func (*ArtifactRef) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ArtifactRef) GetSha256() string {
@@ -1672,7 +1896,7 @@ type DispatcherDeployTask struct {
 
 func (x *DispatcherDeployTask) Reset() {
 	*x = DispatcherDeployTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[20]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +1908,7 @@ func (x *DispatcherDeployTask) String() string {
 func (*DispatcherDeployTask) ProtoMessage() {}
 
 func (x *DispatcherDeployTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[20]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +1921,7 @@ func (x *DispatcherDeployTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatcherDeployTask.ProtoReflect.Descriptor instead.
 func (*DispatcherDeployTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DispatcherDeployTask) GetArtifact() *ArtifactRef {
@@ -1718,7 +1942,7 @@ type DispatcherRestoreTask struct {
 
 func (x *DispatcherRestoreTask) Reset() {
 	*x = DispatcherRestoreTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[21]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1730,7 +1954,7 @@ func (x *DispatcherRestoreTask) String() string {
 func (*DispatcherRestoreTask) ProtoMessage() {}
 
 func (x *DispatcherRestoreTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[21]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1743,7 +1967,7 @@ func (x *DispatcherRestoreTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatcherRestoreTask.ProtoReflect.Descriptor instead.
 func (*DispatcherRestoreTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DispatcherRestoreTask) GetBackupId() string {
@@ -1765,7 +1989,7 @@ type CacheFlushTask struct {
 
 func (x *CacheFlushTask) Reset() {
 	*x = CacheFlushTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[22]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1777,7 +2001,7 @@ func (x *CacheFlushTask) String() string {
 func (*CacheFlushTask) ProtoMessage() {}
 
 func (x *CacheFlushTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[22]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1790,7 +2014,7 @@ func (x *CacheFlushTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheFlushTask.ProtoReflect.Descriptor instead.
 func (*CacheFlushTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CacheFlushTask) GetInvalidatePaths() []string {
@@ -1818,7 +2042,7 @@ type PackageInstallTask struct {
 
 func (x *PackageInstallTask) Reset() {
 	*x = PackageInstallTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[23]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +2054,7 @@ func (x *PackageInstallTask) String() string {
 func (*PackageInstallTask) ProtoMessage() {}
 
 func (x *PackageInstallTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[23]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +2067,7 @@ func (x *PackageInstallTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageInstallTask.ProtoReflect.Descriptor instead.
 func (*PackageInstallTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PackageInstallTask) GetPackages() []*ArtifactRef {
@@ -1861,7 +2085,7 @@ type LoadBalancerDetachTask struct {
 
 func (x *LoadBalancerDetachTask) Reset() {
 	*x = LoadBalancerDetachTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2097,7 @@ func (x *LoadBalancerDetachTask) String() string {
 func (*LoadBalancerDetachTask) ProtoMessage() {}
 
 func (x *LoadBalancerDetachTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2110,7 @@ func (x *LoadBalancerDetachTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerDetachTask.ProtoReflect.Descriptor instead.
 func (*LoadBalancerDetachTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 type LoadBalancerAttachTask struct {
@@ -1897,7 +2121,7 @@ type LoadBalancerAttachTask struct {
 
 func (x *LoadBalancerAttachTask) Reset() {
 	*x = LoadBalancerAttachTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1909,7 +2133,7 @@ func (x *LoadBalancerAttachTask) String() string {
 func (*LoadBalancerAttachTask) ProtoMessage() {}
 
 func (x *LoadBalancerAttachTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1922,7 +2146,7 @@ func (x *LoadBalancerAttachTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerAttachTask.ProtoReflect.Descriptor instead.
 func (*LoadBalancerAttachTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 // HostFactsTask asks the agent to describe its host.
@@ -1934,7 +2158,7 @@ type HostFactsTask struct {
 
 func (x *HostFactsTask) Reset() {
 	*x = HostFactsTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1946,7 +2170,7 @@ func (x *HostFactsTask) String() string {
 func (*HostFactsTask) ProtoMessage() {}
 
 func (x *HostFactsTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1959,7 +2183,7 @@ func (x *HostFactsTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostFactsTask.ProtoReflect.Descriptor instead.
 func (*HostFactsTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 type HostFacts struct {
@@ -1982,7 +2206,7 @@ type HostFacts struct {
 
 func (x *HostFacts) Reset() {
 	*x = HostFacts{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1994,7 +2218,7 @@ func (x *HostFacts) String() string {
 func (*HostFacts) ProtoMessage() {}
 
 func (x *HostFacts) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2007,7 +2231,7 @@ func (x *HostFacts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostFacts.ProtoReflect.Descriptor instead.
 func (*HostFacts) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *HostFacts) GetHostname() string {
@@ -2094,7 +2318,7 @@ type TaskProgress struct {
 
 func (x *TaskProgress) Reset() {
 	*x = TaskProgress{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2330,7 @@ func (x *TaskProgress) String() string {
 func (*TaskProgress) ProtoMessage() {}
 
 func (x *TaskProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2343,7 @@ func (x *TaskProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskProgress.ProtoReflect.Descriptor instead.
 func (*TaskProgress) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TaskProgress) GetTaskId() string {
@@ -2176,7 +2400,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[29]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2188,7 +2412,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[29]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2201,7 +2425,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -2375,7 +2599,7 @@ type BuildOutput struct {
 
 func (x *BuildOutput) Reset() {
 	*x = BuildOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[30]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2387,7 +2611,7 @@ func (x *BuildOutput) String() string {
 func (*BuildOutput) ProtoMessage() {}
 
 func (x *BuildOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[30]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2400,7 +2624,7 @@ func (x *BuildOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildOutput.ProtoReflect.Descriptor instead.
 func (*BuildOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BuildOutput) GetCommit() string {
@@ -2443,7 +2667,7 @@ type CodeScanOutput struct {
 
 func (x *CodeScanOutput) Reset() {
 	*x = CodeScanOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[31]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2455,7 +2679,7 @@ func (x *CodeScanOutput) String() string {
 func (*CodeScanOutput) ProtoMessage() {}
 
 func (x *CodeScanOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[31]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2468,7 +2692,7 @@ func (x *CodeScanOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CodeScanOutput.ProtoReflect.Descriptor instead.
 func (*CodeScanOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CodeScanOutput) GetMetrics() []byte {
@@ -2514,7 +2738,7 @@ type DispatcherOutput struct {
 
 func (x *DispatcherOutput) Reset() {
 	*x = DispatcherOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2526,7 +2750,7 @@ func (x *DispatcherOutput) String() string {
 func (*DispatcherOutput) ProtoMessage() {}
 
 func (x *DispatcherOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2539,7 +2763,7 @@ func (x *DispatcherOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatcherOutput.ProtoReflect.Descriptor instead.
 func (*DispatcherOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DispatcherOutput) GetBackupId() string {
@@ -2597,7 +2821,7 @@ type FlushedPath struct {
 
 func (x *FlushedPath) Reset() {
 	*x = FlushedPath{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[33]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2609,7 +2833,7 @@ func (x *FlushedPath) String() string {
 func (*FlushedPath) ProtoMessage() {}
 
 func (x *FlushedPath) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[33]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2622,7 +2846,7 @@ func (x *FlushedPath) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlushedPath.ProtoReflect.Descriptor instead.
 func (*FlushedPath) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *FlushedPath) GetPath() string {
@@ -2662,7 +2886,7 @@ type CacheFlushOutput struct {
 
 func (x *CacheFlushOutput) Reset() {
 	*x = CacheFlushOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[34]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2674,7 +2898,7 @@ func (x *CacheFlushOutput) String() string {
 func (*CacheFlushOutput) ProtoMessage() {}
 
 func (x *CacheFlushOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[34]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2687,7 +2911,7 @@ func (x *CacheFlushOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheFlushOutput.ProtoReflect.Descriptor instead.
 func (*CacheFlushOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CacheFlushOutput) GetPaths() []*FlushedPath {
@@ -2712,7 +2936,7 @@ type PackageOutcome struct {
 
 func (x *PackageOutcome) Reset() {
 	*x = PackageOutcome{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[35]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2724,7 +2948,7 @@ func (x *PackageOutcome) String() string {
 func (*PackageOutcome) ProtoMessage() {}
 
 func (x *PackageOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[35]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2737,7 +2961,7 @@ func (x *PackageOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageOutcome.ProtoReflect.Descriptor instead.
 func (*PackageOutcome) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PackageOutcome) GetId() string {
@@ -2784,7 +3008,7 @@ type PackageInstallOutput struct {
 
 func (x *PackageInstallOutput) Reset() {
 	*x = PackageInstallOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[36]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2796,7 +3020,7 @@ func (x *PackageInstallOutput) String() string {
 func (*PackageInstallOutput) ProtoMessage() {}
 
 func (x *PackageInstallOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[36]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2809,7 +3033,7 @@ func (x *PackageInstallOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageInstallOutput.ProtoReflect.Descriptor instead.
 func (*PackageInstallOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PackageInstallOutput) GetPackages() []*PackageOutcome {
@@ -2833,7 +3057,7 @@ type LoadBalancerOutput struct {
 
 func (x *LoadBalancerOutput) Reset() {
 	*x = LoadBalancerOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[37]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2845,7 +3069,7 @@ func (x *LoadBalancerOutput) String() string {
 func (*LoadBalancerOutput) ProtoMessage() {}
 
 func (x *LoadBalancerOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[37]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2858,7 +3082,7 @@ func (x *LoadBalancerOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerOutput.ProtoReflect.Descriptor instead.
 func (*LoadBalancerOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{37}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *LoadBalancerOutput) GetState() string {
@@ -2907,7 +3131,7 @@ type FetchArtifactRequest struct {
 
 func (x *FetchArtifactRequest) Reset() {
 	*x = FetchArtifactRequest{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[38]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2919,7 +3143,7 @@ func (x *FetchArtifactRequest) String() string {
 func (*FetchArtifactRequest) ProtoMessage() {}
 
 func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[38]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2932,7 +3156,7 @@ func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactRequest.ProtoReflect.Descriptor instead.
 func (*FetchArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{38}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *FetchArtifactRequest) GetSha256() string {
@@ -2960,7 +3184,7 @@ type ArtifactChunk struct {
 
 func (x *ArtifactChunk) Reset() {
 	*x = ArtifactChunk{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[39]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2972,7 +3196,7 @@ func (x *ArtifactChunk) String() string {
 func (*ArtifactChunk) ProtoMessage() {}
 
 func (x *ArtifactChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[39]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2985,7 +3209,7 @@ func (x *ArtifactChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactChunk.ProtoReflect.Descriptor instead.
 func (*ArtifactChunk) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{39}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ArtifactChunk) GetData() []byte {
@@ -3026,21 +3250,37 @@ const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"\x03csr\x18\x03 \x01(\fR\x03csr\"B\n" +
 	"\x0eEnrollResponse\x12 \n" +
 	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12\x0e\n" +
-	"\x02ca\x18\x02 \x01(\fR\x02ca\"\x98\x02\n" +
+	"\x02ca\x18\x02 \x01(\fR\x02ca\"\xca\x02\n" +
 	"\fAgentMessage\x12*\n" +
 	"\x05hello\x18\x01 \x01(\v2\x12.deckhand.v1.HelloH\x00R\x05hello\x126\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x16.deckhand.v1.HeartbeatH\x00R\theartbeat\x127\n" +
 	"\bprogress\x18\x03 \x01(\v2\x19.deckhand.v1.TaskProgressH\x00R\bprogress\x121\n" +
 	"\x06result\x18\x04 \x01(\v2\x17.deckhand.v1.TaskResultH\x00R\x06result\x121\n" +
-	"\x05renew\x18\x05 \x01(\v2\x19.deckhand.v1.RenewRequestH\x00R\x05renewB\x05\n" +
-	"\x03msg\"\x8a\x02\n" +
+	"\x05renew\x18\x05 \x01(\v2\x19.deckhand.v1.RenewRequestH\x00R\x05renew\x120\n" +
+	"\x05drift\x18\x06 \x01(\v2\x18.deckhand.v1.DriftReportH\x00R\x05driftB\x05\n" +
+	"\x03msg\"N\n" +
+	"\vDriftReport\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
+	"\x06events\x18\x02 \x03(\v2\x17.deckhand.v1.DriftEventR\x06events\"\xd8\x01\n" +
+	"\n" +
+	"DriftEvent\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\x12#\n" +
+	"\rbefore_sha256\x18\x04 \x01(\tR\fbeforeSha256\x12!\n" +
+	"\fafter_sha256\x18\x05 \x01(\tR\vafterSha256\x12\x1a\n" +
+	"\bseverity\x18\x06 \x01(\tR\bseverity\x12*\n" +
+	"\x02at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xc0\x02\n" +
 	"\rServerMessage\x120\n" +
 	"\awelcome\x18\x01 \x01(\v2\x14.deckhand.v1.WelcomeH\x00R\awelcome\x12-\n" +
 	"\x06assign\x18\x02 \x01(\v2\x13.deckhand.v1.AssignH\x00R\x06assign\x12-\n" +
 	"\x06cancel\x18\x03 \x01(\v2\x13.deckhand.v1.CancelH\x00R\x06cancel\x12*\n" +
 	"\x03ack\x18\x04 \x01(\v2\x16.deckhand.v1.AckResultH\x00R\x03ack\x126\n" +
-	"\arenewed\x18\x05 \x01(\v2\x1a.deckhand.v1.RenewResponseH\x00R\arenewedB\x05\n" +
-	"\x03msg\" \n" +
+	"\arenewed\x18\x05 \x01(\v2\x1a.deckhand.v1.RenewResponseH\x00R\arenewed\x124\n" +
+	"\tdrift_ack\x18\x06 \x01(\v2\x15.deckhand.v1.DriftAckH\x00R\bdriftAckB\x05\n" +
+	"\x03msg\"\x1a\n" +
+	"\bDriftAck\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\" \n" +
 	"\fRenewRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"G\n" +
 	"\rRenewResponse\x12 \n" +
@@ -3234,7 +3474,7 @@ func file_deckhand_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_deckhand_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_deckhand_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_deckhand_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_deckhand_v1_agent_proto_goTypes = []any{
 	(HeldState)(0),                 // 0: deckhand.v1.HeldState
 	(TaskStatus)(0),                // 1: deckhand.v1.TaskStatus
@@ -3244,103 +3484,110 @@ var file_deckhand_v1_agent_proto_goTypes = []any{
 	(*EnrollRequest)(nil),          // 5: deckhand.v1.EnrollRequest
 	(*EnrollResponse)(nil),         // 6: deckhand.v1.EnrollResponse
 	(*AgentMessage)(nil),           // 7: deckhand.v1.AgentMessage
-	(*ServerMessage)(nil),          // 8: deckhand.v1.ServerMessage
-	(*RenewRequest)(nil),           // 9: deckhand.v1.RenewRequest
-	(*RenewResponse)(nil),          // 10: deckhand.v1.RenewResponse
-	(*Hello)(nil),                  // 11: deckhand.v1.Hello
-	(*HeldTask)(nil),               // 12: deckhand.v1.HeldTask
-	(*Welcome)(nil),                // 13: deckhand.v1.Welcome
-	(*Heartbeat)(nil),              // 14: deckhand.v1.Heartbeat
-	(*Assign)(nil),                 // 15: deckhand.v1.Assign
-	(*Cancel)(nil),                 // 16: deckhand.v1.Cancel
-	(*AckResult)(nil),              // 17: deckhand.v1.AckResult
-	(*Task)(nil),                   // 18: deckhand.v1.Task
-	(*BuildTask)(nil),              // 19: deckhand.v1.BuildTask
-	(*CodeScanTask)(nil),           // 20: deckhand.v1.CodeScanTask
-	(*ArtifactRef)(nil),            // 21: deckhand.v1.ArtifactRef
-	(*DispatcherDeployTask)(nil),   // 22: deckhand.v1.DispatcherDeployTask
-	(*DispatcherRestoreTask)(nil),  // 23: deckhand.v1.DispatcherRestoreTask
-	(*CacheFlushTask)(nil),         // 24: deckhand.v1.CacheFlushTask
-	(*PackageInstallTask)(nil),     // 25: deckhand.v1.PackageInstallTask
-	(*LoadBalancerDetachTask)(nil), // 26: deckhand.v1.LoadBalancerDetachTask
-	(*LoadBalancerAttachTask)(nil), // 27: deckhand.v1.LoadBalancerAttachTask
-	(*HostFactsTask)(nil),          // 28: deckhand.v1.HostFactsTask
-	(*HostFacts)(nil),              // 29: deckhand.v1.HostFacts
-	(*TaskProgress)(nil),           // 30: deckhand.v1.TaskProgress
-	(*TaskResult)(nil),             // 31: deckhand.v1.TaskResult
-	(*BuildOutput)(nil),            // 32: deckhand.v1.BuildOutput
-	(*CodeScanOutput)(nil),         // 33: deckhand.v1.CodeScanOutput
-	(*DispatcherOutput)(nil),       // 34: deckhand.v1.DispatcherOutput
-	(*FlushedPath)(nil),            // 35: deckhand.v1.FlushedPath
-	(*CacheFlushOutput)(nil),       // 36: deckhand.v1.CacheFlushOutput
-	(*PackageOutcome)(nil),         // 37: deckhand.v1.PackageOutcome
-	(*PackageInstallOutput)(nil),   // 38: deckhand.v1.PackageInstallOutput
-	(*LoadBalancerOutput)(nil),     // 39: deckhand.v1.LoadBalancerOutput
-	(*FetchArtifactRequest)(nil),   // 40: deckhand.v1.FetchArtifactRequest
-	(*ArtifactChunk)(nil),          // 41: deckhand.v1.ArtifactChunk
-	(*durationpb.Duration)(nil),    // 42: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 43: google.protobuf.Timestamp
+	(*DriftReport)(nil),            // 8: deckhand.v1.DriftReport
+	(*DriftEvent)(nil),             // 9: deckhand.v1.DriftEvent
+	(*ServerMessage)(nil),          // 10: deckhand.v1.ServerMessage
+	(*DriftAck)(nil),               // 11: deckhand.v1.DriftAck
+	(*RenewRequest)(nil),           // 12: deckhand.v1.RenewRequest
+	(*RenewResponse)(nil),          // 13: deckhand.v1.RenewResponse
+	(*Hello)(nil),                  // 14: deckhand.v1.Hello
+	(*HeldTask)(nil),               // 15: deckhand.v1.HeldTask
+	(*Welcome)(nil),                // 16: deckhand.v1.Welcome
+	(*Heartbeat)(nil),              // 17: deckhand.v1.Heartbeat
+	(*Assign)(nil),                 // 18: deckhand.v1.Assign
+	(*Cancel)(nil),                 // 19: deckhand.v1.Cancel
+	(*AckResult)(nil),              // 20: deckhand.v1.AckResult
+	(*Task)(nil),                   // 21: deckhand.v1.Task
+	(*BuildTask)(nil),              // 22: deckhand.v1.BuildTask
+	(*CodeScanTask)(nil),           // 23: deckhand.v1.CodeScanTask
+	(*ArtifactRef)(nil),            // 24: deckhand.v1.ArtifactRef
+	(*DispatcherDeployTask)(nil),   // 25: deckhand.v1.DispatcherDeployTask
+	(*DispatcherRestoreTask)(nil),  // 26: deckhand.v1.DispatcherRestoreTask
+	(*CacheFlushTask)(nil),         // 27: deckhand.v1.CacheFlushTask
+	(*PackageInstallTask)(nil),     // 28: deckhand.v1.PackageInstallTask
+	(*LoadBalancerDetachTask)(nil), // 29: deckhand.v1.LoadBalancerDetachTask
+	(*LoadBalancerAttachTask)(nil), // 30: deckhand.v1.LoadBalancerAttachTask
+	(*HostFactsTask)(nil),          // 31: deckhand.v1.HostFactsTask
+	(*HostFacts)(nil),              // 32: deckhand.v1.HostFacts
+	(*TaskProgress)(nil),           // 33: deckhand.v1.TaskProgress
+	(*TaskResult)(nil),             // 34: deckhand.v1.TaskResult
+	(*BuildOutput)(nil),            // 35: deckhand.v1.BuildOutput
+	(*CodeScanOutput)(nil),         // 36: deckhand.v1.CodeScanOutput
+	(*DispatcherOutput)(nil),       // 37: deckhand.v1.DispatcherOutput
+	(*FlushedPath)(nil),            // 38: deckhand.v1.FlushedPath
+	(*CacheFlushOutput)(nil),       // 39: deckhand.v1.CacheFlushOutput
+	(*PackageOutcome)(nil),         // 40: deckhand.v1.PackageOutcome
+	(*PackageInstallOutput)(nil),   // 41: deckhand.v1.PackageInstallOutput
+	(*LoadBalancerOutput)(nil),     // 42: deckhand.v1.LoadBalancerOutput
+	(*FetchArtifactRequest)(nil),   // 43: deckhand.v1.FetchArtifactRequest
+	(*ArtifactChunk)(nil),          // 44: deckhand.v1.ArtifactChunk
+	(*timestamppb.Timestamp)(nil),  // 45: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 46: google.protobuf.Duration
 }
 var file_deckhand_v1_agent_proto_depIdxs = []int32{
 	3,  // 0: deckhand.v1.UploadArtifactRequest.header:type_name -> deckhand.v1.UploadHeader
-	11, // 1: deckhand.v1.AgentMessage.hello:type_name -> deckhand.v1.Hello
-	14, // 2: deckhand.v1.AgentMessage.heartbeat:type_name -> deckhand.v1.Heartbeat
-	30, // 3: deckhand.v1.AgentMessage.progress:type_name -> deckhand.v1.TaskProgress
-	31, // 4: deckhand.v1.AgentMessage.result:type_name -> deckhand.v1.TaskResult
-	9,  // 5: deckhand.v1.AgentMessage.renew:type_name -> deckhand.v1.RenewRequest
-	13, // 6: deckhand.v1.ServerMessage.welcome:type_name -> deckhand.v1.Welcome
-	15, // 7: deckhand.v1.ServerMessage.assign:type_name -> deckhand.v1.Assign
-	16, // 8: deckhand.v1.ServerMessage.cancel:type_name -> deckhand.v1.Cancel
-	17, // 9: deckhand.v1.ServerMessage.ack:type_name -> deckhand.v1.AckResult
-	10, // 10: deckhand.v1.ServerMessage.renewed:type_name -> deckhand.v1.RenewResponse
-	12, // 11: deckhand.v1.Hello.held:type_name -> deckhand.v1.HeldTask
-	0,  // 12: deckhand.v1.HeldTask.state:type_name -> deckhand.v1.HeldState
-	42, // 13: deckhand.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	43, // 14: deckhand.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	18, // 15: deckhand.v1.Assign.task:type_name -> deckhand.v1.Task
-	43, // 16: deckhand.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	42, // 17: deckhand.v1.Task.timeout:type_name -> google.protobuf.Duration
-	28, // 18: deckhand.v1.Task.host_facts:type_name -> deckhand.v1.HostFactsTask
-	22, // 19: deckhand.v1.Task.dispatcher_deploy:type_name -> deckhand.v1.DispatcherDeployTask
-	23, // 20: deckhand.v1.Task.dispatcher_restore:type_name -> deckhand.v1.DispatcherRestoreTask
-	24, // 21: deckhand.v1.Task.cache_flush:type_name -> deckhand.v1.CacheFlushTask
-	25, // 22: deckhand.v1.Task.package_install:type_name -> deckhand.v1.PackageInstallTask
-	26, // 23: deckhand.v1.Task.lb_detach:type_name -> deckhand.v1.LoadBalancerDetachTask
-	27, // 24: deckhand.v1.Task.lb_attach:type_name -> deckhand.v1.LoadBalancerAttachTask
-	19, // 25: deckhand.v1.Task.build:type_name -> deckhand.v1.BuildTask
-	20, // 26: deckhand.v1.Task.code_scan:type_name -> deckhand.v1.CodeScanTask
-	21, // 27: deckhand.v1.DispatcherDeployTask.artifact:type_name -> deckhand.v1.ArtifactRef
-	21, // 28: deckhand.v1.PackageInstallTask.packages:type_name -> deckhand.v1.ArtifactRef
-	43, // 29: deckhand.v1.HostFacts.collected_at:type_name -> google.protobuf.Timestamp
-	43, // 30: deckhand.v1.TaskProgress.at:type_name -> google.protobuf.Timestamp
-	1,  // 31: deckhand.v1.TaskResult.status:type_name -> deckhand.v1.TaskStatus
-	43, // 32: deckhand.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
-	43, // 33: deckhand.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
-	29, // 34: deckhand.v1.TaskResult.host_facts:type_name -> deckhand.v1.HostFacts
-	34, // 35: deckhand.v1.TaskResult.dispatcher:type_name -> deckhand.v1.DispatcherOutput
-	36, // 36: deckhand.v1.TaskResult.cache_flush:type_name -> deckhand.v1.CacheFlushOutput
-	38, // 37: deckhand.v1.TaskResult.package_install:type_name -> deckhand.v1.PackageInstallOutput
-	39, // 38: deckhand.v1.TaskResult.lb:type_name -> deckhand.v1.LoadBalancerOutput
-	32, // 39: deckhand.v1.TaskResult.build:type_name -> deckhand.v1.BuildOutput
-	33, // 40: deckhand.v1.TaskResult.code_scan:type_name -> deckhand.v1.CodeScanOutput
-	21, // 41: deckhand.v1.BuildOutput.artifacts:type_name -> deckhand.v1.ArtifactRef
-	35, // 42: deckhand.v1.CacheFlushOutput.paths:type_name -> deckhand.v1.FlushedPath
-	42, // 43: deckhand.v1.PackageOutcome.took:type_name -> google.protobuf.Duration
-	37, // 44: deckhand.v1.PackageInstallOutput.packages:type_name -> deckhand.v1.PackageOutcome
-	42, // 45: deckhand.v1.LoadBalancerOutput.waited:type_name -> google.protobuf.Duration
-	7,  // 46: deckhand.v1.AgentService.Connect:input_type -> deckhand.v1.AgentMessage
-	40, // 47: deckhand.v1.AgentService.FetchArtifact:input_type -> deckhand.v1.FetchArtifactRequest
-	2,  // 48: deckhand.v1.AgentService.UploadArtifact:input_type -> deckhand.v1.UploadArtifactRequest
-	5,  // 49: deckhand.v1.EnrollService.Enroll:input_type -> deckhand.v1.EnrollRequest
-	8,  // 50: deckhand.v1.AgentService.Connect:output_type -> deckhand.v1.ServerMessage
-	41, // 51: deckhand.v1.AgentService.FetchArtifact:output_type -> deckhand.v1.ArtifactChunk
-	4,  // 52: deckhand.v1.AgentService.UploadArtifact:output_type -> deckhand.v1.UploadArtifactResponse
-	6,  // 53: deckhand.v1.EnrollService.Enroll:output_type -> deckhand.v1.EnrollResponse
-	50, // [50:54] is the sub-list for method output_type
-	46, // [46:50] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	14, // 1: deckhand.v1.AgentMessage.hello:type_name -> deckhand.v1.Hello
+	17, // 2: deckhand.v1.AgentMessage.heartbeat:type_name -> deckhand.v1.Heartbeat
+	33, // 3: deckhand.v1.AgentMessage.progress:type_name -> deckhand.v1.TaskProgress
+	34, // 4: deckhand.v1.AgentMessage.result:type_name -> deckhand.v1.TaskResult
+	12, // 5: deckhand.v1.AgentMessage.renew:type_name -> deckhand.v1.RenewRequest
+	8,  // 6: deckhand.v1.AgentMessage.drift:type_name -> deckhand.v1.DriftReport
+	9,  // 7: deckhand.v1.DriftReport.events:type_name -> deckhand.v1.DriftEvent
+	45, // 8: deckhand.v1.DriftEvent.at:type_name -> google.protobuf.Timestamp
+	16, // 9: deckhand.v1.ServerMessage.welcome:type_name -> deckhand.v1.Welcome
+	18, // 10: deckhand.v1.ServerMessage.assign:type_name -> deckhand.v1.Assign
+	19, // 11: deckhand.v1.ServerMessage.cancel:type_name -> deckhand.v1.Cancel
+	20, // 12: deckhand.v1.ServerMessage.ack:type_name -> deckhand.v1.AckResult
+	13, // 13: deckhand.v1.ServerMessage.renewed:type_name -> deckhand.v1.RenewResponse
+	11, // 14: deckhand.v1.ServerMessage.drift_ack:type_name -> deckhand.v1.DriftAck
+	15, // 15: deckhand.v1.Hello.held:type_name -> deckhand.v1.HeldTask
+	0,  // 16: deckhand.v1.HeldTask.state:type_name -> deckhand.v1.HeldState
+	46, // 17: deckhand.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	45, // 18: deckhand.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	21, // 19: deckhand.v1.Assign.task:type_name -> deckhand.v1.Task
+	45, // 20: deckhand.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	46, // 21: deckhand.v1.Task.timeout:type_name -> google.protobuf.Duration
+	31, // 22: deckhand.v1.Task.host_facts:type_name -> deckhand.v1.HostFactsTask
+	25, // 23: deckhand.v1.Task.dispatcher_deploy:type_name -> deckhand.v1.DispatcherDeployTask
+	26, // 24: deckhand.v1.Task.dispatcher_restore:type_name -> deckhand.v1.DispatcherRestoreTask
+	27, // 25: deckhand.v1.Task.cache_flush:type_name -> deckhand.v1.CacheFlushTask
+	28, // 26: deckhand.v1.Task.package_install:type_name -> deckhand.v1.PackageInstallTask
+	29, // 27: deckhand.v1.Task.lb_detach:type_name -> deckhand.v1.LoadBalancerDetachTask
+	30, // 28: deckhand.v1.Task.lb_attach:type_name -> deckhand.v1.LoadBalancerAttachTask
+	22, // 29: deckhand.v1.Task.build:type_name -> deckhand.v1.BuildTask
+	23, // 30: deckhand.v1.Task.code_scan:type_name -> deckhand.v1.CodeScanTask
+	24, // 31: deckhand.v1.DispatcherDeployTask.artifact:type_name -> deckhand.v1.ArtifactRef
+	24, // 32: deckhand.v1.PackageInstallTask.packages:type_name -> deckhand.v1.ArtifactRef
+	45, // 33: deckhand.v1.HostFacts.collected_at:type_name -> google.protobuf.Timestamp
+	45, // 34: deckhand.v1.TaskProgress.at:type_name -> google.protobuf.Timestamp
+	1,  // 35: deckhand.v1.TaskResult.status:type_name -> deckhand.v1.TaskStatus
+	45, // 36: deckhand.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
+	45, // 37: deckhand.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
+	32, // 38: deckhand.v1.TaskResult.host_facts:type_name -> deckhand.v1.HostFacts
+	37, // 39: deckhand.v1.TaskResult.dispatcher:type_name -> deckhand.v1.DispatcherOutput
+	39, // 40: deckhand.v1.TaskResult.cache_flush:type_name -> deckhand.v1.CacheFlushOutput
+	41, // 41: deckhand.v1.TaskResult.package_install:type_name -> deckhand.v1.PackageInstallOutput
+	42, // 42: deckhand.v1.TaskResult.lb:type_name -> deckhand.v1.LoadBalancerOutput
+	35, // 43: deckhand.v1.TaskResult.build:type_name -> deckhand.v1.BuildOutput
+	36, // 44: deckhand.v1.TaskResult.code_scan:type_name -> deckhand.v1.CodeScanOutput
+	24, // 45: deckhand.v1.BuildOutput.artifacts:type_name -> deckhand.v1.ArtifactRef
+	38, // 46: deckhand.v1.CacheFlushOutput.paths:type_name -> deckhand.v1.FlushedPath
+	46, // 47: deckhand.v1.PackageOutcome.took:type_name -> google.protobuf.Duration
+	40, // 48: deckhand.v1.PackageInstallOutput.packages:type_name -> deckhand.v1.PackageOutcome
+	46, // 49: deckhand.v1.LoadBalancerOutput.waited:type_name -> google.protobuf.Duration
+	7,  // 50: deckhand.v1.AgentService.Connect:input_type -> deckhand.v1.AgentMessage
+	43, // 51: deckhand.v1.AgentService.FetchArtifact:input_type -> deckhand.v1.FetchArtifactRequest
+	2,  // 52: deckhand.v1.AgentService.UploadArtifact:input_type -> deckhand.v1.UploadArtifactRequest
+	5,  // 53: deckhand.v1.EnrollService.Enroll:input_type -> deckhand.v1.EnrollRequest
+	10, // 54: deckhand.v1.AgentService.Connect:output_type -> deckhand.v1.ServerMessage
+	44, // 55: deckhand.v1.AgentService.FetchArtifact:output_type -> deckhand.v1.ArtifactChunk
+	4,  // 56: deckhand.v1.AgentService.UploadArtifact:output_type -> deckhand.v1.UploadArtifactResponse
+	6,  // 57: deckhand.v1.EnrollService.Enroll:output_type -> deckhand.v1.EnrollResponse
+	54, // [54:58] is the sub-list for method output_type
+	50, // [50:54] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_deckhand_v1_agent_proto_init() }
@@ -3358,15 +3605,17 @@ func file_deckhand_v1_agent_proto_init() {
 		(*AgentMessage_Progress)(nil),
 		(*AgentMessage_Result)(nil),
 		(*AgentMessage_Renew)(nil),
+		(*AgentMessage_Drift)(nil),
 	}
-	file_deckhand_v1_agent_proto_msgTypes[6].OneofWrappers = []any{
+	file_deckhand_v1_agent_proto_msgTypes[8].OneofWrappers = []any{
 		(*ServerMessage_Welcome)(nil),
 		(*ServerMessage_Assign)(nil),
 		(*ServerMessage_Cancel)(nil),
 		(*ServerMessage_Ack)(nil),
 		(*ServerMessage_Renewed)(nil),
+		(*ServerMessage_DriftAck)(nil),
 	}
-	file_deckhand_v1_agent_proto_msgTypes[16].OneofWrappers = []any{
+	file_deckhand_v1_agent_proto_msgTypes[19].OneofWrappers = []any{
 		(*Task_HostFacts)(nil),
 		(*Task_DispatcherDeploy)(nil),
 		(*Task_DispatcherRestore)(nil),
@@ -3377,7 +3626,7 @@ func file_deckhand_v1_agent_proto_init() {
 		(*Task_Build)(nil),
 		(*Task_CodeScan)(nil),
 	}
-	file_deckhand_v1_agent_proto_msgTypes[29].OneofWrappers = []any{
+	file_deckhand_v1_agent_proto_msgTypes[32].OneofWrappers = []any{
 		(*TaskResult_HostFacts)(nil),
 		(*TaskResult_Dispatcher)(nil),
 		(*TaskResult_CacheFlush)(nil),
@@ -3392,7 +3641,7 @@ func file_deckhand_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_deckhand_v1_agent_proto_rawDesc), len(file_deckhand_v1_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   40,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
