@@ -248,6 +248,10 @@ func SecurityProbe(ctx context.Context, target SecurityTarget) ([]Metric, error)
 		clickMetric, clickErr = p.probeClickjacking(ctx, home)
 	})
 	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		// One cause, not one "context canceled" per path.
+		return nil, fmt.Errorf("security probe stopped: %w", err)
+	}
 
 	var errs []error
 	metrics := make([]Metric, 0, len(securityProbes)+2)
