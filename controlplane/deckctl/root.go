@@ -80,7 +80,7 @@ func NewRoot(out io.Writer, opts Options) *cobra.Command {
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 60*time.Second, "give up after this long")
 	root.SetOut(out)
-	root.AddCommand(agentsCmd(g), tokensCmd(g), auditCmd(g), adminsCmd(g), whoamiCmd(g), deployCmd(g), deploymentsCmd(g), dispatcherCmd(g), artifactCmd(g), driftCmd(g))
+	root.AddCommand(agentsCmd(g), tokensCmd(g), auditCmd(g), adminsCmd(g), whoamiCmd(g), deployCmd(g), deploymentsCmd(g), dispatcherCmd(g), artifactCmd(g), driftCmd(g), pipelineCmd(g), executionCmd(g), programCmd(g))
 	return root
 }
 
