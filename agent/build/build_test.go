@@ -103,6 +103,21 @@ func TestBuildUploadsArtifactsAndScanReadsMetrics(t *testing.T) {
 	require.NotEqual(t, h.proj.commit, res.Output.(*task.BuildOutput).Commit)
 }
 
+// TestBuildWithoutSandbox runs the same build with sandbox: none: the
+// command runs directly in the host workspace, with the same clean
+// environment.
+func TestBuildWithoutSandbox(t *testing.T) {
+	t.Setenv("DECKHAND_TEST_SECRET", "must-not-leak")
+	h := newHarness(t, builderConfig("  sandbox: none\n"))
+	spec, res := h.build("ci", "main")
+	require.NoError(t, res.Err())
+	require.Len(t, res.Output.(*task.BuildOutput).Artifacts, 2)
+	log := h.progress(spec.ID)
+	require.Contains(t, log, "building in "+filepath.Join(h.dataDir, "workspaces"))
+	require.NotContains(t, log, "must-not-leak")
+	require.NotContains(t, log, "building in /workspace/")
+}
+
 func TestBuildRefusals(t *testing.T) {
 	h := newHarness(t, builderConfig(""))
 	badRepo := func(repo string) task.Build { return task.Build{Repository: repo, Branch: "main", Profile: "ci"} }

@@ -39,8 +39,9 @@ type Builder struct {
 	hostID string
 	log    hclog.Logger
 
-	mu     sync.Mutex
-	active map[string]int // workspace name -> tasks using it; mu
+	mu       sync.Mutex
+	active   map[string]int  // workspace name -> tasks using it; mu
+	removing map[string]bool // workspaces prune is removing; mu
 }
 
 // New checks the host (git, the sandbox) and returns a Builder. cfg must
@@ -52,7 +53,7 @@ func New(cfg *Config, conn ConnFunc, hostID string, log hclog.Logger) (*Builder,
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	b := &Builder{cfg: cfg, conn: conn, hostID: hostID, log: log, active: map[string]int{}}
+	b := &Builder{cfg: cfg, conn: conn, hostID: hostID, log: log, active: map[string]int{}, removing: map[string]bool{}}
 	if err := os.MkdirAll(cfg.WorkspaceDir, 0o700); err != nil {
 		return nil, fmt.Errorf("builder.workspace_dir: %w", err)
 	}
@@ -111,9 +112,6 @@ func (b *Builder) probeSandbox() error {
 	return nil
 }
 
-// Sandboxed reports whether commands run under bwrap.
-func (b *Builder) Sandboxed() bool { return b.bwrap != "" }
-
 // BuildHandler returns the handler of build tasks.
 func (b *Builder) BuildHandler() worker.Handler { return worker.HandlerFunc(b.runBuild) }
 
@@ -141,7 +139,11 @@ func (b *Builder) runBuild(ctx context.Context, t *worker.Task) (any, error) {
 	}
 	b.prune(time.Now())
 	ws := b.workspaceFor(t.Spec.ID)
-	defer b.acquire(filepath.Base(ws.root))()
+	release, err := b.acquire(filepath.Base(ws.root))
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if t.Attempt() > 1 {
 		// An agent crash or shutdown interrupted the earlier attempt;
 		// whatever it left is discarded with the workspace.
@@ -212,13 +214,16 @@ func (b *Builder) runScan(ctx context.Context, t *worker.Task) (any, error) {
 		return nil, errors.New("code scan names no build task")
 	}
 	ws := b.workspaceFor(spec.BuildTaskID)
-	defer b.acquire(filepath.Base(ws.root))()
-	rec, err := ws.readRecord()
-	if errors.Is(err, fs.ErrNotExist) || (err == nil && rec.TaskID != spec.BuildTaskID) {
+	release, err := b.acquire(filepath.Base(ws.root))
+	if err == nil {
+		defer release()
+	}
+	rec, rerr := ws.readRecord()
+	if err != nil || errors.Is(rerr, fs.ErrNotExist) || (rerr == nil && rec.TaskID != spec.BuildTaskID) {
 		return nil, fmt.Errorf("no workspace of a successful build task %q on this builder (the build failed, ran elsewhere, or its workspace was removed after keep_workspaces %s)", spec.BuildTaskID, b.cfg.KeepWorkspaces.D())
 	}
-	if err != nil {
-		return nil, err
+	if rerr != nil {
+		return nil, rerr
 	}
 	// Using the workspace keeps it: pruning counts from the last use.
 	now := time.Now()

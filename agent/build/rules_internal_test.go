@@ -128,7 +128,7 @@ func TestFindArtifacts(t *testing.T) {
 
 func TestPruneRemovesOnlyOldUnusedWorkspaces(t *testing.T) {
 	dir := t.TempDir()
-	b := &Builder{cfg: &Config{KeepWorkspaces: yamlconf.Duration(time.Hour)}, dir: dir, log: hclog.NewNullLogger(), active: map[string]int{}}
+	b := &Builder{cfg: &Config{KeepWorkspaces: yamlconf.Duration(time.Hour)}, dir: dir, log: hclog.NewNullLogger(), active: map[string]int{}, removing: map[string]bool{}}
 	old := time.Now().Add(-2 * time.Hour)
 	mk := func(name string, age time.Time, record bool) string {
 		p := filepath.Join(dir, name)
@@ -149,7 +149,8 @@ func TestPruneRemovesOnlyOldUnusedWorkspaces(t *testing.T) {
 	require.NoError(t, os.Chtimes(recentlyScanned, old, old)) // the record, not the dir, counts
 	inUse := mk(workspaceName("e4/build/b"), old, true)
 	notOurs := mk("operator-files", old, false)
-	release := b.acquire(filepath.Base(inUse))
+	release, err := b.acquire(filepath.Base(inUse))
+	require.NoError(t, err)
 	defer release()
 
 	b.prune(time.Now())
@@ -158,6 +159,13 @@ func TestPruneRemovesOnlyOldUnusedWorkspaces(t *testing.T) {
 	require.DirExists(t, recentlyScanned)
 	require.DirExists(t, inUse)
 	require.DirExists(t, notOurs)
+
+	// A workspace being removed cannot be taken by a task meanwhile.
+	require.True(t, b.claim(filepath.Base(recentlyScanned)))
+	_, err = b.acquire(filepath.Base(recentlyScanned))
+	require.ErrorIs(t, err, errRemoving)
+	b.unclaim(filepath.Base(recentlyScanned))
+	require.False(t, b.claim(filepath.Base(inUse)), "a workspace in use is not claimed")
 }
 
 func TestBwrapArgs(t *testing.T) {

@@ -80,19 +80,44 @@ func (w workspace) readRecord() (record, error) {
 	return r, nil
 }
 
+// errRemoving is returned by acquire for a workspace prune is removing.
+var errRemoving = errors.New("the workspace is being removed (older than keep_workspaces)")
+
 // acquire marks a workspace as in use so pruning leaves it alone; the
-// returned function releases it.
-func (b *Builder) acquire(name string) func() {
+// returned function releases it. It fails for a workspace prune has
+// claimed, which would otherwise vanish under the task.
+func (b *Builder) acquire(name string) (func(), error) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.removing[name] {
+		return nil, errRemoving
+	}
 	b.active[name]++
-	b.mu.Unlock()
 	return func() {
 		b.mu.Lock()
 		if b.active[name]--; b.active[name] <= 0 {
 			delete(b.active, name)
 		}
 		b.mu.Unlock()
+	}, nil
+}
+
+// claim marks an unused workspace as being removed; false when a task
+// uses it.
+func (b *Builder) claim(name string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.active[name] > 0 || b.removing[name] {
+		return false
 	}
+	b.removing[name] = true
+	return true
+}
+
+func (b *Builder) unclaim(name string) {
+	b.mu.Lock()
+	delete(b.removing, name)
+	b.mu.Unlock()
 }
 
 // prune removes workspaces not used for keep_workspaces: a build's
@@ -114,26 +139,30 @@ func (b *Builder) prune(now time.Time) {
 		if !e.IsDir() || !strings.HasPrefix(name, workspacePrefix) {
 			continue
 		}
-		b.mu.Lock()
-		inUse := b.active[name] > 0
-		b.mu.Unlock()
-		if inUse {
+		if !b.claim(name) {
 			continue
 		}
-		root := filepath.Join(b.dir, name)
-		st, err := os.Stat(filepath.Join(root, "build.json"))
-		if err != nil {
-			st, err = os.Stat(root)
-		}
-		if err != nil || now.Sub(st.ModTime()) < keep {
-			continue
-		}
-		if err := removeTree(root); err != nil {
-			b.log.Warn("cannot remove an old workspace", "dir", root, "error", err)
-			continue
-		}
-		b.log.Info("removed an old workspace", "dir", root, "last_used", st.ModTime().Format(time.RFC3339))
+		b.pruneOne(name, now, keep)
+		b.unclaim(name)
 	}
+}
+
+// pruneOne removes the workspace name if it is older than keep; the caller
+// has claimed it.
+func (b *Builder) pruneOne(name string, now time.Time, keep time.Duration) {
+	root := filepath.Join(b.dir, name)
+	st, err := os.Stat(filepath.Join(root, "build.json"))
+	if err != nil {
+		st, err = os.Stat(root)
+	}
+	if err != nil || now.Sub(st.ModTime()) < keep {
+		return
+	}
+	if err := removeTree(root); err != nil {
+		b.log.Warn("cannot remove an old workspace", "dir", root, "error", err)
+		return
+	}
+	b.log.Info("removed an old workspace", "dir", root, "last_used", st.ModTime().Format(time.RFC3339))
 }
 
 // removeTree removes dir and everything under it, including read-only
