@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -198,7 +197,9 @@ func (cfg LoadConfig) withDefaults() (LoadConfig, error) {
 // target is one configured URL with its request template and counters.
 type target struct {
 	raw    string
-	req    *http.Request // shared, read-only template
+	onBase bool              // a path resolved against BaseURL
+	rt     http.RoundTripper // set by LoadTest
+	req    *http.Request     // shared, read-only template
 	hist   *histogram
 	sent   atomic.Int64
 	drops  atomic.Int64
@@ -246,7 +247,7 @@ func buildTargets(cfg LoadConfig) ([]*target, error) {
 			Method: http.MethodGet, URL: u, Host: host, Header: header,
 			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		}
-		targets = append(targets, &target{raw: raw, req: req, hist: newHistogram()})
+		targets = append(targets, &target{raw: raw, onBase: strings.HasPrefix(raw, "/"), req: req, hist: newHistogram()})
 	}
 	return targets, errors.Join(errs...)
 }
@@ -255,7 +256,6 @@ func buildTargets(cfg LoadConfig) ([]*target, error) {
 // request goroutines never contend on a lock while measuring.
 type loadRun struct {
 	cfg       LoadConfig
-	rt        http.RoundTripper
 	targets   []*target
 	all       *histogram
 	responses atomic.Int64
@@ -290,25 +290,36 @@ func LoadTest(ctx context.Context, cfg LoadConfig) (Report, []Metric, error) {
 	if err != nil {
 		return Report{}, nil, err
 	}
-	rt := cfg.Transport
-	if rt == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		// Keep a connection per concurrent request: the default of two
-		// idle connections per host would make most requests pay for a
-		// new connection, measuring the client's churn, not the server.
-		t.MaxIdleConns = cfg.Concurrency + 16
-		t.MaxIdleConnsPerHost = cfg.Concurrency
-		if cfg.Host != "" && strings.HasPrefix(cfg.BaseURL, "https:") {
-			host, _, err := net.SplitHostPort(cfg.Host)
-			if err != nil {
-				host = cfg.Host
-			}
-			t.TLSClientConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	siteRT, otherRT := cfg.Transport, cfg.Transport
+	if siteRT == nil {
+		newTransport := func() *http.Transport {
+			t := http.DefaultTransport.(*http.Transport).Clone()
+			// Keep a connection per concurrent request: the default of two
+			// idle connections per host would make most requests pay for
+			// a new connection, measuring the client's churn, not the
+			// server.
+			t.MaxIdleConns = cfg.Concurrency + 16
+			t.MaxIdleConnsPerHost = cfg.Concurrency
+			return t
 		}
-		defer t.CloseIdleConnections()
-		rt = t
+		site, other := newTransport(), newTransport()
+		if cfg.Host != "" && strings.HasPrefix(cfg.BaseURL, "https:") {
+			// The site's certificate names the virtual host. Absolute
+			// URLs (other hosts) use their own transport, verified
+			// against their own names.
+			site.TLSClientConfig = &tls.Config{ServerName: hostOnly(cfg.Host), MinVersion: tls.VersionTLS12}
+		}
+		defer site.CloseIdleConnections()
+		defer other.CloseIdleConnections()
+		siteRT, otherRT = site, other
 	}
-	run := &loadRun{cfg: cfg, rt: rt, targets: targets, all: newHistogram()}
+	for _, t := range targets {
+		t.rt = otherRT
+		if t.onBase {
+			t.rt = siteRT
+		}
+	}
+	run := &loadRun{cfg: cfg, targets: targets, all: newHistogram()}
 	start := time.Now()
 	offered := run.offer(ctx, start)
 	elapsed := time.Since(start)
@@ -372,7 +383,7 @@ func (run *loadRun) request(ctx context.Context, t *target) {
 	rctx, cancel := context.WithTimeout(ctx, run.cfg.Timeout)
 	defer cancel()
 	t0 := time.Now()
-	resp, err := run.rt.RoundTrip(t.req.WithContext(rctx))
+	resp, err := t.rt.RoundTrip(t.req.WithContext(rctx))
 	if err == nil {
 		// Time to the last byte: the page is not viewed until it has
 		// arrived.

@@ -162,12 +162,12 @@ func SecurityProbePaths() map[string][]string {
 func SecurityProbe(ctx context.Context, target SecurityTarget) ([]Metric, error) {
 	base, err := parseHTTPURL("base URL", target.BaseURL)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("security probe: %w", err)
 	}
 	var login *url.URL
 	if target.AuthorLoginURL != "" {
 		if login, err = parseHTTPURL("author login URL", target.AuthorLoginURL); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("security probe: %w", err)
 		}
 		if login.Path == "" || login.Path == "/" {
 			login.Path = AuthorLoginPath
@@ -184,30 +184,29 @@ func SecurityProbe(ctx context.Context, target SecurityTarget) ([]Metric, error)
 	if timeout <= 0 {
 		timeout = DefaultProbeTimeout
 	}
-	rt := target.Transport
-	if rt == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
+	siteRT, authorRT := target.Transport, target.Transport
+	if siteRT == nil {
+		site := http.DefaultTransport.(*http.Transport).Clone()
 		if target.Host != "" && base.Scheme == "https" {
 			// The site's certificate names the virtual host, not the
 			// dispatcher's address.
-			host, _, err := net.SplitHostPort(target.Host)
-			if err != nil {
-				host = target.Host
-			}
-			t.TLSClientConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+			site.TLSClientConfig = &tls.Config{ServerName: hostOnly(target.Host), MinVersion: tls.VersionTLS12}
 		}
-		defer t.CloseIdleConnections()
-		rt = t
+		// The author is another host: its own name, its own connections.
+		author := http.DefaultTransport.(*http.Transport).Clone()
+		defer site.CloseIdleConnections()
+		defer author.CloseIdleConnections()
+		siteRT, authorRT = site, author
 	}
-	p := &prober{
-		base: base, host: target.Host, timeout: timeout,
-		client: &http.Client{
+	newClient := func(rt http.RoundTripper) *http.Client {
+		return &http.Client{
 			Transport: rt,
 			// Redirects are classified, not followed (see above).
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 			Timeout:       timeout,
-		},
+		}
 	}
+	p := &prober{base: base, host: target.Host, client: newClient(siteRT), author: newClient(authorRT)}
 
 	type pathResult struct {
 		finding string // "" when blocked
@@ -215,18 +214,16 @@ func SecurityProbe(ctx context.Context, target SecurityTarget) ([]Metric, error)
 	}
 	results := make([][]pathResult, len(securityProbes))
 	var (
-		wg            sync.WaitGroup
-		sem           = make(chan struct{}, probeParallelism)
-		loginMetric   Metric
-		loginErr      error
-		clickMetric   Metric
-		clickErr      error
-		acquire       = func() { sem <- struct{}{} }
-		release       = func() { <-sem }
-		probeSeverity = map[string]Severity{}
+		wg          sync.WaitGroup
+		sem         = make(chan struct{}, probeParallelism)
+		loginMetric Metric
+		loginErr    error
+		clickMetric Metric
+		clickErr    error
+		acquire     = func() { sem <- struct{}{} }
+		release     = func() { <-sem }
 	)
 	for i, pr := range securityProbes {
-		probeSeverity[pr.kpi] = pr.severity
 		results[i] = make([]pathResult, len(pr.paths))
 		for j, path := range pr.paths {
 			wg.Go(func() {
@@ -290,24 +287,34 @@ func SecurityProbe(ctx context.Context, target SecurityTarget) ([]Metric, error)
 func parseHTTPURL(what, s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return nil, fmt.Errorf("security probe: %s %q: %w", what, s, err)
+		return nil, fmt.Errorf("%s %q: %w", what, s, err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("security probe: %s %q must be an absolute http or https URL", what, s)
+		return nil, fmt.Errorf("%s %q must be an absolute http or https URL", what, s)
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("security probe: %s %q must not carry credentials, a query or a fragment", what, s)
+		return nil, fmt.Errorf("%s %q must not carry credentials, a query or a fragment", what, s)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""
 	return u, nil
 }
 
+// hostOnly drops a port from a Host header value.
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
+}
+
+// prober sends the probes: client to the site (with the Host header),
+// author to the author login.
 type prober struct {
-	base    *url.URL
-	host    string
-	timeout time.Duration
-	client  *http.Client
+	base   *url.URL
+	host   string
+	client *http.Client
+	author *http.Client
 }
 
 // target builds the request URL of path on the base URL. Paths are ours
@@ -323,7 +330,7 @@ type probeResponse struct {
 	header   http.Header
 }
 
-func (p *prober) do(ctx context.Context, method, rawURL, host string, body io.Reader, contentType string) (probeResponse, error) {
+func (p *prober) do(ctx context.Context, client *http.Client, method, rawURL, host string, body io.Reader, contentType string) (probeResponse, error) {
 	req, err := http.NewRequestWithContext(ctx, method, rawURL, body)
 	if err != nil {
 		return probeResponse{}, err
@@ -338,7 +345,7 @@ func (p *prober) do(ctx context.Context, method, rawURL, host string, body io.Re
 		req.Header.Set("Depth", "0")
 	}
 	req.Header.Set("User-Agent", "deckhand-security-probe/1")
-	resp, err := p.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return probeResponse{}, fmt.Errorf("%s %s: %w", method, rawURL, err)
 	}
@@ -353,7 +360,7 @@ func (p *prober) do(ctx context.Context, method, rawURL, host string, body io.Re
 // probePath returns "" when path is blocked, a finding ("/path (200)")
 // when it is exposed, or an error when the answer cannot tell.
 func (p *prober) probePath(ctx context.Context, method, path string) (string, error) {
-	r, err := p.do(ctx, method, p.target(path), p.host, nil, "")
+	r, err := p.do(ctx, p.client, method, p.target(path), p.host, nil, "")
 	if err != nil {
 		return "", err
 	}
@@ -408,7 +415,7 @@ func (p *prober) probeDefaultCredentials(ctx context.Context, login *url.URL) (M
 		"j_username": {"admin"}, "j_password": {"admin"},
 		"j_validate": {"true"}, "_charset_": {"utf-8"},
 	}
-	r, err := p.do(ctx, http.MethodPost, login.String(), "", strings.NewReader(form.Encode()), "application/x-www-form-urlencoded")
+	r, err := p.do(ctx, p.author, http.MethodPost, login.String(), "", strings.NewReader(form.Encode()), "application/x-www-form-urlencoded")
 	if err != nil {
 		return m, err
 	}
@@ -442,7 +449,7 @@ func (p *prober) probeClickjacking(ctx context.Context, home string) (Metric, er
 	var r probeResponse
 	for hops := 0; ; hops++ {
 		var err error
-		if r, err = p.do(ctx, http.MethodGet, p.target(path), p.host, nil, ""); err != nil {
+		if r, err = p.do(ctx, p.client, http.MethodGet, p.target(path), p.host, nil, ""); err != nil {
 			return m, err
 		}
 		if r.status < 300 || r.status >= 400 {
