@@ -307,7 +307,15 @@ func problem(w http.ResponseWriter, code int, detail string) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(Problem{Status: code, Title: http.StatusText(code), Detail: detail})
+	_ = encoder(w).Encode(Problem{Status: code, Title: http.StatusText(code), Detail: detail})
+}
+
+// encoder writes JSON without HTML escaping: the API serves no HTML, and
+// links with "&" and details with "<token>" stay readable.
+func encoder(w io.Writer) *json.Encoder {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc
 }
 
 // reply writes v as JSON with code; HAL resources are application/hal+json.
@@ -315,7 +323,7 @@ func reply(w http.ResponseWriter, code int, contentType string, v any) {
 	w.Header().Set("Content-Type", contentType)
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
+	_ = encoder(w).Encode(v)
 }
 
 const halJSON = "application/hal+json"

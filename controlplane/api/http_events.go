@@ -1,7 +1,7 @@
 package api
 
 import (
-	"encoding/json"
+	"bytes"
 	"fmt"
 	"net/http"
 	"time"
@@ -74,7 +74,8 @@ func (h *HTTP) events(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			n++
-			data, err := json.Marshal(EventJSON{
+			var data bytes.Buffer
+			err := encoder(&data).Encode(EventJSON{
 				At: stamp(ev.At), ExecutionID: ev.ExecutionID, ProgramID: ev.ProgramID, PipelineID: ev.PipelineID,
 				StepID: ev.StepID, Action: ev.Action, Status: ev.Status, Message: ev.Message,
 				Links: links{"execution": {executionPath(ev.ProgramID, ev.PipelineID, ev.ExecutionID)}},
@@ -82,8 +83,9 @@ func (h *HTTP) events(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return
 			}
-			// JSON has no raw newlines, so the data is one line.
-			if _, err := fmt.Fprintf(w, "id: %d\nevent: execution\ndata: %s\n\n", n, data); err != nil {
+			// Encode ends the JSON with its only newline, so the data is
+			// one line.
+			if _, err := fmt.Fprintf(w, "id: %d\nevent: execution\ndata: %s\n", n, data.Bytes()); err != nil {
 				return
 			}
 		}

@@ -434,16 +434,25 @@ type AdvanceInput struct {
 }
 
 func (m *Manager) runOf(program, pipeline, execID string) (*run, error) {
-	m.mu.Lock()
-	r := m.runs[execID]
-	m.mu.Unlock()
-	if r == nil || r.program != program || r.pipeline != pipeline {
-		if _, err := m.Get(program, pipeline, execID); err != nil {
+	// Right after a start, Resume may not have relaunched an execution
+	// yet: wait a moment for it rather than call a live one ended.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		m.mu.Lock()
+		r := m.runs[execID]
+		m.mu.Unlock()
+		if r != nil && r.program == program && r.pipeline == pipeline {
+			return r, nil
+		}
+		e, err := m.Get(program, pipeline, execID)
+		if err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%w: execution %s has ended", ErrNotWaiting, execID)
+		if e.Done() || time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w: execution %s has ended (%s)", ErrNotWaiting, execID, e.Status)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return r, nil
 }
 
 // Advance answers the waiting step stepID.

@@ -298,6 +298,14 @@ func TestAgentRestartAfterFinishBeforeAck(t *testing.T) {
 				e, err := a.a.Journal().Get(spec.ID)
 				return err == nil && e.State == journal.Finished
 			}, 5*time.Second, 5*time.Millisecond)
+			if tc.wantDuplicates > 0 {
+				// The result must have reached the server before the
+				// "crash" for the resend to be a duplicate.
+				require.Eventually(t, func() bool {
+					st, err := c.Server.Store().Task(spec.ID)
+					return err == nil && st.Done
+				}, 5*time.Second, 5*time.Millisecond)
+			}
 			require.NoError(t, a.stop())
 
 			reopened := c.startAgent("author1", dir, session.Hooks{})
