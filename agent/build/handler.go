@@ -98,9 +98,11 @@ func New(cfg *Config, conn ConnFunc, hostID string, log hclog.Logger) (*Builder,
 func (b *Builder) probeSandbox() error {
 	probe := filepath.Join(b.dir, ".sandbox-probe")
 	defer removeTree(probe)
-	ws := workspace{root: probe, src: filepath.Join(probe, "src")}
-	if err := os.MkdirAll(ws.src, 0o700); err != nil {
-		return err
+	ws := workspace{root: probe, src: filepath.Join(probe, "src"), home: filepath.Join(probe, "home"), tmp: filepath.Join(probe, "tmp")}
+	for _, d := range []string{ws.src, ws.home, ws.tmp} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -169,16 +169,16 @@ func TestPruneRemovesOnlyOldUnusedWorkspaces(t *testing.T) {
 }
 
 func TestBwrapArgs(t *testing.T) {
-	ws := workspace{root: "/data/ws/ws-x", src: "/data/ws/ws-x/src"}
+	ws := workspace{root: "/data/ws/ws-x", src: "/data/ws/ws-x/src", home: "/data/ws/ws-x/home", tmp: "/data/ws/ws-x/tmp"}
 	args := bwrapArgs("/usr/bin/bwrap", Step{Command: []string{"mvn", "-B", "install"}, CacheDirs: []string{"/var/cache/m2"}}, ws, []string{"/opt/maven"})
 	joined := strings.Join(args, " ")
 	for _, want := range []string{"--unshare-all", "--die-with-parent", "--new-session", "--cap-drop ALL", "--ro-bind /usr /usr",
-		"--tmpfs /tmp", "--bind /data/ws/ws-x /workspace", "--bind /var/cache/m2 /var/cache/m2", "--ro-bind /opt/maven /opt/maven",
+		"--tmpfs /tmp", "--bind /data/ws/ws-x/src /workspace/src", "--bind /data/ws/ws-x/home /workspace/home", "--bind /data/ws/ws-x/tmp /workspace/tmp", "--bind /var/cache/m2 /var/cache/m2", "--ro-bind /opt/maven /opt/maven",
 		"--chdir /workspace/src -- mvn -B install"} {
 		require.Contains(t, joined, want)
 	}
 	require.NotContains(t, joined, "--share-net")
-	require.NotContains(t, joined, "/data/ws/ws-x /data", "the host path is not exposed")
+	require.NotContains(t, joined, "--bind /data/ws/ws-x /", "the workspace root (build.json) is not bound")
 	// The root becomes read-only after every mount under it.
 	ro := slices.Index(args, "--remount-ro")
 	require.Greater(t, ro, slices.Index(args, "--bind"))

@@ -32,8 +32,8 @@ var etcEntries = []string{
 }
 
 // bwrapArgs builds the bubblewrap command line for one step. The sandbox
-// sees the system directories and extraRO read-only, the workspace
-// writable at /workspace, the step's cache directories writable at their
+// sees the system directories and extraRO read-only, the workspace's
+// src, home and tmp writable under /workspace, the step's cache directories writable at their
 // own paths, a private
 // /tmp, /proc and /dev, and nothing else: the root is an empty tmpfs that
 // is made read-only last, so a write anywhere outside the workspace fails.
@@ -77,8 +77,11 @@ func bwrapArgs(bwrap string, s Step, ws workspace, extraRO []string) []string {
 		args = append(args, "--ro-bind", p, p)
 	}
 	args = append(args, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp")
+	// The checkout, HOME and TMPDIR are bound one by one, not the
+	// workspace root: build.json, which says the build succeeded, stays
+	// out of the build's reach.
 	view := ws.sandboxView()
-	args = append(args, "--bind", ws.root, view.root)
+	args = append(args, "--bind", ws.src, view.src, "--bind", ws.home, view.home, "--bind", ws.tmp, view.tmp)
 	for _, d := range s.CacheDirs {
 		args = append(args, "--bind", d, d)
 	}

@@ -48,6 +48,7 @@ func TestSandboxKeepsBuildsInTheirWorkspace(t *testing.T) {
 			"remount-usr":    "mount -o remount,rw,bind /usr && touch " + usrFile,
 			"read-agent-key": fmt.Sprintf("cat %s/tls/agent.key", h.dataDir),
 			"no-network":     fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%s", port),
+			"forge-record":   "echo '{}' > /workspace/build.json",
 		}
 		var b strings.Builder
 		fmt.Fprintf(&b, "builder:\n  sandbox: bwrap\n  allowed_repositories: [%q]\n  profiles:\n", "file://"+h.proj.reposDir+"/")
