@@ -1,0 +1,67 @@
+// Package drift watches the dispatcher's httpd config tree and reports
+// drift: any change to it that a running Deckhand task did not make
+// (issue 8). The agent turns the events into DriftReport messages.
+//
+// # How changes are found
+//
+// New builds a baseline manifest of the tree: for every regular file and
+// symlink, its sha256 (of the content, streamed; of the target string for
+// a symlink, which is never followed), its permission bits and its type.
+// Directories are not entries; the files below them are.
+//
+// Run watches every directory with fsnotify (inotify on Linux), adding
+// watches for directories created later and reporting the files they
+// already hold. Each event only marks a path pending; once the path has
+// been quiet for Config.Debounce (or after 10×Debounce of continuous
+// writes) it is compared with the baseline, and only a difference is
+// reported: a burst of writes is one event, an edit undone within the
+// window is none, and an editor's write-to-temp-then-rename shows as one
+// "modified" of the real file. A file that disappears and one that
+// appears with the same content in the same window (fsnotify's Rename on
+// the old name and Create on the new) are one "renamed" event; moving a
+// directory renames each file in it. Reported changes become the
+// baseline, so Before/After chain from event to event.
+//
+// A rename over an existing file is reported as "removed" (old name) and
+// "modified" (new name): the replaced content is what the baseline knew
+// of the new name, and Event has one Before.
+//
+// # Scan mode
+//
+// When inotify cannot be used — the watch limit is reached (ENOSPC from
+// Add: fs.inotify.max_user_watches), no more inotify instances or file
+// descriptors (EMFILE/ENFILE), no inotify at all, or Dir itself was
+// removed or moved — the watcher logs one warning and falls back, for the
+// rest of its life, to comparing the tree with the baseline every
+// Config.ScanInterval. Mode reports which is in use. Scans produce the
+// same Event shapes, but cannot tell a rename from a removal plus a
+// creation, so renames are reported as "removed" + "created". Lost
+// inotify events (queue overflow) trigger one such scan too.
+//
+// # Deckhand's own writes
+//
+// The agent calls Suppress before a deployment or restore touches the
+// tree and releases it afterwards. While suppressed, events only keep the
+// watches up to date; on the last release the baseline is rebuilt from
+// disk. Changes that were pending when Suppress was called are reported
+// with the state they had at that moment, unless the deployment then
+// touches the same path (the deployment's content wins: the pending event
+// is dropped). A manual change made during a deployment cannot be told
+// apart from the deployment's and is absorbed.
+//
+// # Patterns
+//
+// Immutable and Ignore are slash globs relative to Dir: path.Match per
+// segment, and "**" matching any number of segments. Immutable patterns
+// match the whole path and make an event high severity. Ignore patterns
+// without "/" match any name in a path, others the path from Dir (a
+// leading "/" anchors a bare name); an ignored directory is neither
+// watched nor scanned. See DefaultIgnore.
+//
+// # Errors
+//
+// Nothing in the tree stops the watcher: unreadable directories are
+// skipped (warned once), unreadable files are tracked by size and mtime
+// with an empty hash, and paths that vanish between an event and the
+// hash are simply gone.
+package drift
