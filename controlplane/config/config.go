@@ -41,6 +41,9 @@ type Host struct {
 	Role Role         `yaml:"role"`
 	// Pair is the publish/dispatcher pair number (1, 2, ...); 0 for authors.
 	Pair int `yaml:"pair"`
+	// URL is a dispatcher's site base URL, for Security and Performance
+	// Testing (e.g. http://10.0.0.7 or https://stage.example.com).
+	URL string `yaml:"url"`
 }
 
 // Environment is a named set of hosts deployed together.
@@ -390,9 +393,20 @@ func (c *Config) validatePrograms(envs map[string]int) error {
 			if pl.WaitingTimeout == 0 {
 				pl.WaitingTimeout = yamlconf.Duration(7 * 24 * time.Hour)
 			}
-			for _, g := range []interface{ validate() error }{pl.CodeQuality, pl.Security, pl.Performance} {
-				if err := g.validate(); err != nil {
-					return c.errf(pl.Pos.Line, "pipeline %q: %v", pl.Name, err)
+			if err := pl.CodeQuality.validate(c.File); err != nil {
+				return c.errf(pl.Pos.Of("code_quality"), "pipeline %q: %v", pl.Name, err)
+			}
+			if err := pl.Security.validate(c.File); err != nil {
+				return c.errf(pl.Pos.Of("security"), "pipeline %q: %v", pl.Name, err)
+			}
+			if err := pl.Performance.validate(c.File); err != nil {
+				return c.errf(pl.Pos.Of("performance"), "pipeline %q: %v", pl.Name, err)
+			}
+			stage, _ := c.Environment(pl.StageEnvironment)
+			needURL := (pl.Security != nil && pl.Security.Enabled && pl.Security.BaseURL == "") || (pl.Performance != nil && pl.Performance.Enabled && pl.Performance.BaseURL == "")
+			for _, h := range stage.Hosts {
+				if needURL && h.Role == RoleDispatcher && h.URL == "" {
+					return c.errf(h.Pos.Line, "pipeline %q tests the stage dispatchers: host %q needs url: (its site's base URL, e.g. http://10.0.0.7)", pl.Name, h.ID)
 				}
 			}
 		}

@@ -106,7 +106,7 @@ func New(d Deps) *Manager {
 		d.GitCheck = GitLsRemote
 	}
 	if d.Gates == nil {
-		d.Gates = noGates{}
+		d.Gates = BuiltinGates{}
 	}
 	base, stop := context.WithCancel(context.Background())
 	return &Manager{d: d, rec: records{b: d.Backend}, log: d.Logger.Named("pipeline"), base: base, stop: stop, runs: map[string]*run{}, subs: map[int]chan Event{}}
@@ -152,7 +152,12 @@ func (m *Manager) Start(program, pipeline string, o StartOptions) (*Execution, e
 	defer m.mu.Unlock()
 	for _, r := range m.runs {
 		if r.program == program && r.pipeline == pipeline {
-			return nil, fmt.Errorf("%w: execution %s of %s/%s is still running", ErrBusy, r.id, program, pipeline)
+			r.mu.Lock()
+			ended := r.e.Done() // its goroutine is on its way out
+			r.mu.Unlock()
+			if !ended {
+				return nil, fmt.Errorf("%w: execution %s of %s/%s is still running", ErrBusy, r.id, program, pipeline)
+			}
 		}
 	}
 	id, err := m.rec.nextID()
@@ -492,18 +497,3 @@ func (m *Manager) WaitDone(ctx context.Context, program, pipeline, id string) (*
 	}
 }
 
-// noGates fails every gate: a server built without gate evaluation must
-// not let an execution through untested.
-type noGates struct{}
-
-var errNoGates = errors.New("this server has no gate evaluation configured")
-
-func (noGates) CodeQuality(context.Context, *config.Pipeline, []byte) ([]Metric, error) {
-	return nil, errNoGates
-}
-func (noGates) Security(context.Context, *config.Pipeline, *config.Environment) ([]Metric, error) {
-	return nil, errNoGates
-}
-func (noGates) Performance(context.Context, *config.Pipeline, *config.Environment) ([]Metric, error) {
-	return nil, errNoGates
-}

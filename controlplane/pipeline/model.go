@@ -10,6 +10,8 @@ package pipeline
 
 import (
 	"time"
+
+	"github.com/deckhand-dev/deckhand/controlplane/gates"
 )
 
 // Execution statuses (Cloud Manager's).
@@ -154,13 +156,4 @@ type Event struct {
 }
 
 // Metric is one gate measurement in the Cloud Manager shape.
-type Metric struct {
-	ID            string `json:"id"`
-	Severity      string `json:"severity"` // critical | important | informational
-	Passed        bool   `json:"passed"`
-	Override      bool   `json:"override"`
-	ActualValue   string `json:"actualValue"`
-	ExpectedValue string `json:"expectedValue"`
-	Comparator    string `json:"comparator"`
-	KPI           string `json:"kpi"`
-}
+type Metric = gates.Metric

@@ -29,7 +29,7 @@ environments:
     hosts:
       - {id: s-author, role: author}
       - {id: s-publish1, role: publish, pair: 1}
-      - {id: s-dispatcher1, role: dispatcher, pair: 1}
+      - {id: s-dispatcher1, role: dispatcher, pair: 1, url: "http://127.0.0.1:9"}
   - name: prod
     type: prod
     hosts:
@@ -125,7 +125,7 @@ programs:
         build: {profile: maven}
         code_quality: {profile: scan}
         security: {enabled: true}
-        performance: {urls: [/]}
+        performance: {enabled: true, urls: [/], rate: 10, kpis: {p95: 1s, page_views_per_minute: 60}}
 %s`, f.repo, pipelineExtra)
 	f.c = servertest.Start(t, servertest.Options{Topology: topology, Extra: programs, HeartbeatInterval: 200 * time.Millisecond,
 		Server: func(o *server.Options) { o.Clock, o.Gates = f.clock, f.gates }})

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/deckhand-dev/deckhand/controlplane/config"
+	"github.com/deckhand-dev/deckhand/controlplane/gates"
 	"github.com/deckhand-dev/deckhand/controlplane/rollout"
 	"github.com/deckhand-dev/deckhand/pkg/task"
 	"github.com/hashicorp/go-hclog"
@@ -268,7 +270,7 @@ func (r *run) advance(stepID string, in AdvanceInput, by string) error {
 		r.logf(s, "CSE support given by %s", by)
 		s.Status, s.FinishedAt = StepFinished, now
 	case ActionCodeQuality, ActionSecurityTest, ActionLoadTest:
-		ms, err := override(s.Metrics, in.Overrides)
+		ms, err := gates.Override(s.Metrics, in.Overrides)
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrBadInput, err)
 		}
@@ -322,59 +324,17 @@ func (r *run) cancel(stepID, by string) error {
 	return fmt.Errorf("%w: step %s (%s) is %s", ErrNotWaiting, s.ID, s.Action, s.Status)
 }
 
-// override marks failing important metrics overridden; every one of them
-// must be listed, and nothing else.
-func override(ms []Metric, kpis []string) ([]Metric, error) {
-	want := map[string]bool{}
-	for _, k := range kpis {
-		want[k] = true
-	}
-	out := append([]Metric(nil), ms...)
-	var missing []string
-	for i, m := range out {
-		if m.Passed || m.Severity != "important" || m.Override {
-			if want[m.KPI] && (m.Passed || m.Severity != "important") {
-				return nil, fmt.Errorf("%s is not a failing important metric", m.KPI)
-			}
-			continue
-		}
-		if !want[m.KPI] {
-			missing = append(missing, m.KPI)
-			continue
-		}
-		out[i].Override = true
-		delete(want, m.KPI)
-	}
-	if len(missing) > 0 {
-		sort.Strings(missing)
-		return nil, fmt.Errorf("every failing important metric must be listed; missing: %s", strings.Join(missing, ", "))
-	}
-	for k := range want {
-		if k != "" {
-			return nil, fmt.Errorf("%s is not a failing important metric of this step", k)
-		}
-	}
-	return out, nil
-}
-
 // verdict turns gate metrics into an outcome.
 func verdict(ms []Metric) (outcome, error) {
-	var crit, imp []string
-	for _, m := range ms {
-		if m.Passed || m.Override {
-			continue
-		}
-		switch m.Severity {
-		case "critical":
+	v := gates.Verdict(ms)
+	if v.Failed() {
+		var crit []string
+		for _, m := range v.CriticalFailures {
 			crit = append(crit, fmt.Sprintf("%s (%s, expected %s %s)", m.KPI, m.ActualValue, m.Comparator, m.ExpectedValue))
-		case "important":
-			imp = append(imp, m.KPI)
 		}
-	}
-	if len(crit) > 0 {
 		return failed, fmt.Errorf("critical gate failure: %s", strings.Join(crit, "; "))
 	}
-	if len(imp) > 0 {
+	if v.Waiting() {
 		return waiting, nil
 	}
 	return done, nil
@@ -738,7 +698,7 @@ func (r *run) test(ctx context.Context, s *Step, pl *config.Pipeline) (outcome, 
 			}
 			ms, err = r.m.d.Gates.Security(ctx, pl, stage)
 		} else {
-			if pl.Performance == nil {
+			if pl.Performance == nil || !pl.Performance.Enabled {
 				r.lockedLog(s, "performance testing skipped: not configured")
 				r.setDetail(s.ID, "skipped", "not configured")
 				return done, nil
@@ -751,11 +711,61 @@ func (r *run) test(ctx context.Context, s *Step, pl *config.Pipeline) (outcome, 
 		if err != nil {
 			return failed, err
 		}
+		extra := ""
+		if s.Action == ActionSecurityTest {
+			extra = pl.Security.ExtraProfile
+		} else {
+			extra = pl.Performance.ExtraProfile
+		}
+		if extra != "" {
+			more, out, err := r.extraChecks(ctx, s, extra)
+			if out != done {
+				return out, err
+			}
+			ms = append(ms, more...)
+		}
 		r.setMetrics(s.ID, ms)
 		s.Metrics = ms
 	}
 	r.logMetrics(s, s.Metrics)
 	return verdict(s.Metrics)
+}
+
+// extraChecks runs a scan profile on the builder whose metrics file is a
+// JSON list of metrics (docs/gates.md) and returns them.
+func (r *run) extraChecks(ctx context.Context, s *Step, profile string) ([]Metric, outcome, error) {
+	r.mu.Lock()
+	var buildTask, builder string
+	for _, st := range r.e.Steps {
+		if st.Action == ActionBuild {
+			buildTask, builder = st.Details["taskId"], st.Details["builder"]
+		}
+	}
+	r.mu.Unlock()
+	if buildTask == "" {
+		r.lockedLog(s, "extra checks (%s) skipped: no build workspace (artifacts pushed by hand)", profile)
+		return nil, done, nil
+	}
+	id, _ := task.ID("x"+r.id, s.Action+"-extra", builder)
+	stop := r.follow(ctx, s, id)
+	res, err := r.m.d.Fleet.Run(ctx, task.Spec{ID: id, ExecutionID: "x" + r.id, Step: s.Action + "-extra", HostID: builder, Timeout: time.Hour,
+		Kind: task.CodeScan{BuildTaskID: buildTask, Profile: profile}})
+	stop()
+	if ctx.Err() != nil {
+		return nil, stopped, nil
+	}
+	if err == nil {
+		err = res.Err()
+	}
+	if err != nil {
+		return nil, failed, fmt.Errorf("extra checks %s: %v", profile, err)
+	}
+	out, _ := res.Output.(*task.CodeScanOutput)
+	var ms []Metric
+	if out == nil || json.Unmarshal(out.Metrics, &ms) != nil {
+		return nil, failed, fmt.Errorf("extra checks %s: the metrics file is not a JSON list of metrics", profile)
+	}
+	return ms, done, nil
 }
 
 func (r *run) deploy(ctx context.Context, s *Step, pl *config.Pipeline) (outcome, error) {

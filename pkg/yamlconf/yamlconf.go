@@ -224,7 +224,7 @@ func walk(file string, n *yaml.Node, v reflect.Value, errs *[]error) {
 			return
 		}
 		fields := map[string][]int{}
-		posField := -1
+		var posFields [][]int // the struct's own Pos and those of inline structs
 		t := v.Type()
 		var collect func(t reflect.Type, index []int)
 		collect = func(t reflect.Type, index []int) {
@@ -232,9 +232,7 @@ func walk(file string, n *yaml.Node, v reflect.Value, errs *[]error) {
 				f := t.Field(i)
 				idx := append(append([]int{}, index...), i)
 				if f.Type == posType {
-					if len(index) == 0 {
-						posField = i
-					}
+					posFields = append(posFields, idx)
 					continue
 				}
 				name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
@@ -264,8 +262,10 @@ func walk(file string, n *yaml.Node, v reflect.Value, errs *[]error) {
 			}
 			walk(file, val, v.FieldByIndex(idx), errs)
 		}
-		if posField >= 0 && v.Field(posField).CanSet() {
-			v.Field(posField).Set(reflect.ValueOf(pos))
+		for _, idx := range posFields {
+			if f := v.FieldByIndex(idx); f.CanSet() {
+				f.Set(reflect.ValueOf(pos))
+			}
 		}
 	case reflect.Slice, reflect.Array:
 		if n.Kind != yaml.SequenceNode {

@@ -64,7 +64,8 @@ func TestErrorf(t *testing.T) {
 }
 
 type inner struct {
-	A string `yaml:"a"`
+	Pos Pos    `yaml:"-"`
+	A   string `yaml:"a"`
 }
 
 type withInline struct {
@@ -77,6 +78,7 @@ func TestInlineStructsShareKeys(t *testing.T) {
 	require.NoError(t, Decode("x.yaml", []byte("a: 1\nb: 2\n"), &w))
 	require.Equal(t, "1", w.A)
 	require.Equal(t, "2", w.B)
+	require.Equal(t, 1, w.inner.Pos.Of("a"), "inline structs get the mapping's positions")
 	err := Decode("x.yaml", []byte("a: 1\nc: 2\n"), &w)
 	require.ErrorContains(t, err, `x.yaml:2: unknown key "c"`)
 }
