@@ -66,8 +66,9 @@ type Worker struct {
 	stopping bool // mu
 
 	mu      sync.Mutex
-	running map[string]*runState // mu
-	sink    Sink                 // mu
+	running map[string]*runState          // mu
+	sink    Sink                          // mu
+	pending map[string][]bufferedProgress // mu; progress made while no sink was attached
 	wg      sync.WaitGroup
 }
 
@@ -118,9 +119,28 @@ func (t *Task) Logf(format string, args ...any) {
 	t.w.progress(t.Spec.ID, "", fmt.Sprintf(format, args...))
 }
 
+// maxBufferedProgress bounds the progress kept per task while no session
+// is attached (a task resumed before the agent reconnects).
+const maxBufferedProgress = 200
+
+type bufferedProgress struct {
+	id, mark, line string
+	at             time.Time
+}
+
 func (w *Worker) progress(id, mark, line string) {
 	w.mu.Lock()
 	s := w.sink
+	if s == nil {
+		// Keep it for the next session: a resumed task's first lines
+		// ("resuming, attempt 2") are the ones an operator needs most.
+		if w.pending == nil {
+			w.pending = map[string][]bufferedProgress{}
+		}
+		if len(w.pending[id]) < maxBufferedProgress {
+			w.pending[id] = append(w.pending[id], bufferedProgress{id, mark, line, time.Now()})
+		}
+	}
 	w.mu.Unlock()
 	if s != nil {
 		s.Progress(id, mark, line, time.Now())
@@ -132,9 +152,18 @@ func (w *Worker) progress(id, mark, line string) {
 func (w *Worker) SetSink(s Sink) {
 	w.mu.Lock()
 	w.sink = s
+	pending := w.pending
+	if s != nil {
+		w.pending = nil
+	}
 	w.mu.Unlock()
 	if s == nil {
 		return
+	}
+	for _, ps := range pending {
+		for _, p := range ps {
+			s.Progress(p.id, p.mark, p.line, p.at)
+		}
 	}
 	done, err := w.cfg.Journal.List(journal.Finished)
 	if err != nil {

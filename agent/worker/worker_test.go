@@ -210,3 +210,30 @@ func TestRecovererRepairsBeforeAnythingElse(t *testing.T) {
 	w.SetSink(s)
 	require.Len(t, s.get(), 1)
 }
+
+type progressSink struct {
+	sink
+	mu    sync.Mutex
+	lines []string
+}
+
+func (p *progressSink) Progress(id, mark, line string, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lines = append(p.lines, id+":"+mark+line)
+}
+
+func TestProgressBeforeASessionIsKept(t *testing.T) {
+	w := New(Config{Journal: newJournal(t), Handlers: map[string]Handler{"host_facts": HandlerFunc(func(ctx context.Context, tk *Task) (any, error) {
+		tk.Logf("resuming, attempt %d", tk.Attempt())
+		return &task.Facts{}, nil
+	})}})
+	defer w.Shutdown(context.Background())
+	submit(w, "p", task.HostFacts{}) // no sink yet: the agent has not reconnected
+	require.Eventually(t, func() bool { e, _ := w.cfg.Journal.Get("p"); return e.State == journal.Finished }, 5*time.Second, time.Millisecond)
+	ps := &progressSink{}
+	w.SetSink(ps)
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	require.Equal(t, []string{"p:resuming, attempt 1"}, ps.lines)
+}

@@ -105,6 +105,11 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		handle = func(c *call) response { return s.serveJSON(c, pkgPath) }
+		if id, ok := s.lookupPath(pkgPath); ok {
+			// Name the package in the log even when a fault answers
+			// before the command runs.
+			s.updateRequest(rec, func(q *Request) { q.Package = id.String() })
+		}
 	case p == legacyServicePath:
 		if r.Method == http.MethodPost {
 			if err := s.readForm(w, r, c, "file"); err != nil {
