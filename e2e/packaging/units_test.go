@@ -53,7 +53,7 @@ func (u unit) last(key string) string {
 // where the packages cannot be built.
 func TestUnitFiles(t *testing.T) {
 	common := map[string]string{
-		// sd_notify: READY/STOPPING/STATUS and the watchdog (agent/sysd).
+		// sd_notify: READY/STOPPING/STATUS and the watchdog (pkg/sysd).
 		"Service.Type":         "notify",
 		"Service.NotifyAccess": "main",
 		"Service.WatchdogSec":  "30s",
