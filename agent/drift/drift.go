@@ -555,7 +555,7 @@ func (w *Watcher) addTreeLocked(rel string, touchFiles bool, now time.Time) {
 		}
 	}
 	if err := walk(w.root, rel, w.ignore.matchAny, visit, onEntry, w.onWalkErrLocked); err != nil {
-		w.log.Warn("drift: walking the tree failed", "dir", w.abs(rel), "error", err)
+		w.log.Warn("walking the tree failed", "dir", w.abs(rel), "error", err)
 	}
 }
 
@@ -580,7 +580,7 @@ func (w *Watcher) fallbackLocked(why string, err error) {
 	if err != nil {
 		args = append(args, "error", err)
 	}
-	w.log.Warn("drift: "+why+"; falling back to a periodic scan of the tree (renames are reported as removed+created)", args...)
+	w.log.Warn(why+"; falling back to a periodic scan of the tree (renames are reported as removed+created)", args...)
 	if w.fsw != nil {
 		w.closeFSW = true
 	}
@@ -597,14 +597,14 @@ func (w *Watcher) fsnotifyErrorLocked(err error) {
 	if errors.Is(err, fsnotify.ErrEventOverflow) {
 		// The kernel queue overflowed and events were lost: compare the
 		// whole tree once instead of trusting the events.
-		w.log.Warn("drift: inotify queue overflowed; rescanning the tree", "dir", w.root)
+		w.log.Warn("inotify queue overflowed; rescanning the tree", "dir", w.root)
 		if w.suppressed == 0 {
 			w.pending = map[string]*pending{}
 			w.scanLocked(time.Now())
 		}
 		return
 	}
-	w.log.Warn("drift: watch error", "dir", w.root, "error", err)
+	w.log.Warn("watch error", "dir", w.root, "error", err)
 }
 
 func (w *Watcher) onWalkErrLocked(rel string, err error) {
@@ -614,11 +614,11 @@ func (w *Watcher) onWalkErrLocked(rel string, err error) {
 // warnPathLocked logs a per-path problem once; repeats go to debug.
 func (w *Watcher) warnPathLocked(rel, what string, err error) {
 	if w.warned[rel] {
-		w.log.Debug("drift: "+what, "path", rel, "error", err)
+		w.log.Debug(what, "path", rel, "error", err)
 		return
 	}
 	w.warned[rel] = true
-	w.log.Warn("drift: "+what, "path", rel, "error", err)
+	w.log.Warn(what, "path", rel, "error", err)
 }
 
 // stat describes rel now (call with mu held).
@@ -636,7 +636,7 @@ func (w *Watcher) scanDiskLocked() manifest {
 	err := walk(w.root, "", w.ignore.matchAny, nil,
 		func(rel string, e entry) { m[rel] = e }, w.onWalkErrLocked)
 	if err != nil {
-		w.log.Warn("drift: scanning the tree failed", "dir", w.root, "error", err)
+		w.log.Warn("scanning the tree failed", "dir", w.root, "error", err)
 	}
 	return m
 }
