@@ -94,7 +94,8 @@ func (*Pipelines) status(err error) error {
 	case errors.Is(err, pipeline.ErrBusy), errors.Is(err, pipeline.ErrEmergencyDisabled), errors.Is(err, pipeline.ErrNotWaiting):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, pipeline.ErrBadInput):
-		return status.Error(codes.InvalidArgument, err.Error())
+		// InvalidArgument already says "bad input"; the rest is the news.
+		return status.Error(codes.InvalidArgument, strings.TrimPrefix(err.Error(), pipeline.ErrBadInput.Error()+": "))
 	case errors.Is(err, pipeline.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	}
@@ -602,8 +603,8 @@ func (p *Pipelines) stepToProto(e *pipeline.Execution, s *pipeline.Step) *pb.Exe
 		EnvironmentType: s.EnvironmentType, Status: s.Status, StartedAt: p.pbTime(s.StartedAt), FinishedAt: p.pbTime(s.FinishedAt),
 		Details: s.Details, ScheduledAt: p.pbTime(s.ScheduledAt)}
 	for _, m := range s.Metrics {
-		out.Metrics = append(out.Metrics, &pb.GateMetric{Id: m.ID, Kpi: m.KPI, Severity: m.Severity, Passed: m.Passed, Override: m.Override,
-			ActualValue: m.ActualValue, ExpectedValue: m.ExpectedValue, Comparator: m.Comparator})
+		out.Metrics = append(out.Metrics, &pb.GateMetric{Id: m.ID, Kpi: m.KPI, Severity: string(m.Severity), Passed: m.Passed, Override: m.Override,
+			ActualValue: m.ActualValue, ExpectedValue: m.ExpectedValue, Comparator: string(m.Comparator)})
 	}
 	if s.Waiting() && !e.Done() {
 		out.WaitingSince = p.pbTime(s.WaitingSince)

@@ -37,7 +37,7 @@ environments:
     hosts:
       - {id: s-author, role: author}
       - {id: s-publish1, role: publish, pair: 1}
-      - {id: s-dispatcher1, role: dispatcher, pair: 1}
+      - {id: s-dispatcher1, role: dispatcher, pair: 1, url: "http://127.0.0.1:9"}
   - name: prod
     type: prod
     hosts:
@@ -80,8 +80,18 @@ func (g *psGates) Performance(context.Context, *config.Pipeline, *config.Environ
 	return g.get(pipeline.ActionLoadTest), nil
 }
 
+// psMetric builds a gate metric. The severity is spelled out as constants
+// so this file needs no import of package gates, whose name the package's
+// other tests use for their own fake.
 func psMetric(kpi, severity string, passed bool) pipeline.Metric {
-	return pipeline.Metric{ID: kpi, KPI: kpi, Severity: severity, Passed: passed, ActualValue: "30", ExpectedValue: "50", Comparator: "GTE"}
+	m := pipeline.Metric{ID: kpi, KPI: kpi, Passed: passed, ActualValue: "30", ExpectedValue: "50", Comparator: "GTE", Severity: "critical"}
+	switch severity {
+	case "important":
+		m.Severity = "important"
+	case "informational":
+		m.Severity = "informational"
+	}
+	return m
 }
 
 type psFixture struct {
@@ -134,7 +144,7 @@ programs:
         build: {profile: maven}
         code_quality: {profile: scan}
         security: {enabled: true}
-        performance: {urls: [/]}
+        performance: {enabled: true, urls: [/], rate: 10, kpis: {p95: 1s, page_views_per_minute: 60}}
 %s`, psGitRepo(t), pipelineExtra)
 	sim := servertest.NewSim()
 	f.c = servertest.Start(t, servertest.Options{Topology: psTopology, Extra: extra, HeartbeatInterval: 200 * time.Millisecond,

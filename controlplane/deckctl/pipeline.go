@@ -75,21 +75,25 @@ func plJSON(m proto.Message) (json.RawMessage, error) {
 	return json.RawMessage(raw), nil
 }
 
-// plPrintJSON prints one message, or a list of them as an array.
-func plPrintJSON[M proto.Message](g *globals, ms ...M) error {
-	var raws []json.RawMessage
+// plPrintJSON prints one message.
+func plPrintJSON(g *globals, m proto.Message) error {
+	r, err := plJSON(m)
+	if err != nil {
+		return err
+	}
+	return g.printJSON(r)
+}
+
+// plPrintJSONList prints messages as an array (empty: []), whatever their
+// number, so a script can always iterate.
+func plPrintJSONList[M proto.Message](g *globals, ms []M) error {
+	raws := []json.RawMessage{}
 	for _, m := range ms {
 		r, err := plJSON(m)
 		if err != nil {
 			return err
 		}
 		raws = append(raws, r)
-	}
-	if len(ms) == 1 {
-		return g.printJSON(raws[0])
-	}
-	if raws == nil {
-		raws = []json.RawMessage{}
 	}
 	return g.printJSON(raws)
 }
@@ -117,7 +121,7 @@ func pipelineCmd(g *globals) *cobra.Command {
 					return err
 				}
 				if g.output == "json" {
-					return plPrintJSON(g, resp.Pipelines...)
+					return plPrintJSONList(g, resp.Pipelines)
 				}
 				tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "PIPELINE\tREPOSITORY\tSTAGE → PROD\tWAITING STEPS\tEMERGENCY\tRUNNING")
@@ -352,14 +356,14 @@ func execListCmd(g *globals, o *execOpts) *cobra.Command {
 					return err
 				}
 				if g.output == "json" {
-					return plPrintJSON(g, resp.Executions...)
+					return plPrintJSONList(g, resp.Executions)
 				}
 				tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "EXECUTION\tMODE\tSTATUS\tUSER\tSTARTED\tTOOK\tNOW / REASON")
 				for _, e := range resp.Executions {
 					took := "-"
 					if e.FinishedAt != nil {
-						took = e.FinishedAt.AsTime().Sub(e.CreatedAt.AsTime()).Round(time.Second).String()
+						took = plDur(e.FinishedAt.AsTime().Sub(e.CreatedAt.AsTime()))
 					}
 					note := e.Reason
 					if note == "" && !plDone(e.Status) {
@@ -456,6 +460,11 @@ func plWatch(ctx context.Context, g *globals, client pb.PipelineServiceClient, r
 	}
 	live := g.output == "table" && isTerminal(g.out)
 	var last *pb.PipelineExecution
+	// Plain output drops an event line identical to the previous one (a
+	// step saving details announces the same status again) and names
+	// the answering command once per waiting step, for CI logs.
+	prevLine := ""
+	hinted := map[string]bool{}
 	for {
 		ev, err := stream.Recv()
 		if errors.Is(err, io.EOF) || (err != nil && status.Code(err) == codes.Canceled) {
@@ -482,7 +491,14 @@ func plWatch(ctx context.Context, g *globals, client pb.PipelineServiceClient, r
 			if last == nil && !headerShown {
 				fmt.Fprintln(g.out, plBreadcrumb(e))
 			}
-			fmt.Fprintf(g.out, "%s  %s\n", plClock(ev.At.AsTime()), plEventText(ev))
+			if text := plEventText(ev); text != prevLine {
+				fmt.Fprintf(g.out, "%s  %s\n", plClock(ev.At.AsTime()), text)
+				prevLine = text
+			}
+			if w := plWaiting(e); w != nil && !hinted[w.Id] && !untilWaiting && !plDone(e.Status) {
+				hinted[w.Id] = true
+				fmt.Fprintf(g.out, "          step %s (%s) is waiting for %s: %s\n", w.Id, plStepName(w), strings.Join(w.RequiredRoles, " or "), plHint(w, ref, e.Id))
+			}
 		}
 		last = e
 		if plDone(e.Status) {
@@ -506,26 +522,29 @@ func plWatch(ctx context.Context, g *globals, client pb.PipelineServiceClient, r
 // plEventText is one event as a line for people.
 func plEventText(ev *pb.ExecutionEvent) string {
 	var b strings.Builder
-	if ev.Snapshot {
-		b.WriteString("watching: ")
-	}
 	fmt.Fprintf(&b, "Execution %s", ev.ExecutionId)
+	if ev.Snapshot {
+		// The state when the watch began, not something that happened.
+		fmt.Fprintf(&b, " %s (watching)", ev.Status)
+	}
 	if ev.StepId != "" {
-		name := ev.Action
+		name, st := ev.Action, ev.Status
 		if ev.Execution != nil {
 			for _, s := range ev.Execution.Steps {
 				if s.Id == ev.StepId {
 					name = plStepName(s)
+					if ev.Snapshot {
+						st = s.Status
+					}
 				}
 			}
 		}
-		fmt.Fprintf(&b, "  step %s %s", ev.StepId, name)
-	}
-	if !ev.Snapshot {
+		fmt.Fprintf(&b, "  step %s %s  %s", ev.StepId, name, st)
+	} else if !ev.Snapshot {
 		fmt.Fprintf(&b, "  %s", ev.Status)
 	}
-	if ev.Message != "" {
-		fmt.Fprintf(&b, "  %s", firstLine(ev.Message))
+	if m := firstLine(ev.Message); m != "" && !ev.Snapshot && !strings.EqualFold(m, ev.Status) {
+		fmt.Fprintf(&b, "  %s", m)
 	}
 	return b.String()
 }
@@ -570,6 +589,21 @@ func plStepName(s *pb.ExecutionStep) string {
 	return s.Action
 }
 
+// plDur is a duration as a person reads it on the execution screen:
+// 45s, 3m05s, 2h10m, 3d4h.
+func plDur(d time.Duration) string {
+	d = d.Round(time.Second)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
 func plTime(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05 MST") }
 
 func plClock(t time.Time) string { return t.Local().Format("15:04:05") }
@@ -589,7 +623,7 @@ func plRender(w io.Writer, e *pb.PipelineExecution) {
 	fmt.Fprintln(w, plBreadcrumb(e))
 	line := fmt.Sprintf("%s · started by %s %s", e.Status, e.User, plTime(e.CreatedAt.AsTime()))
 	if e.FinishedAt != nil {
-		line += fmt.Sprintf(" · took %s", e.FinishedAt.AsTime().Sub(e.CreatedAt.AsTime()).Round(time.Second))
+		line += " · took " + plDur(e.FinishedAt.AsTime().Sub(e.CreatedAt.AsTime()))
 	}
 	switch {
 	case e.ArtifactSet != "" && e.ManualArtifacts:
@@ -617,10 +651,11 @@ func plRender(w io.Writer, e *pb.PipelineExecution) {
 			if s.StartedAt != nil {
 				when = plClock(s.StartedAt.AsTime())
 				if s.FinishedAt != nil {
-					when += " +" + s.FinishedAt.AsTime().Sub(s.StartedAt.AsTime()).Round(time.Second).String()
+					when += " +" + plDur(s.FinishedAt.AsTime().Sub(s.StartedAt.AsTime()))
 				}
 			}
-			fmt.Fprintf(w, "  %-3s %-31s %-11s %-13s %s\n", s.Id, plStepName(s), s.Status, when, plStepDetail(s))
+			line := fmt.Sprintf("  %-3s %-31s %-11s %-16s %s", s.Id, plStepName(s), s.Status, when, plStepDetail(s))
+			fmt.Fprintln(w, strings.TrimRight(line, " "))
 			if s.Status == "WAITING" && !plDone(e.Status) {
 				fmt.Fprintf(w, "      waiting for %s; answer: %s\n", strings.Join(s.RequiredRoles, " or "), plHint(s, ref, e.Id))
 			}
@@ -656,16 +691,19 @@ func plStepDetail(s *pb.ExecutionStep) string {
 	}
 	// Known details first, in the order a person reads them; the rest
 	// sorted; the reason last, it is the one that matters when present.
-	known := []string{"skipped", "builder", "commit", "artifactSet", "deploymentId", "approvedBy", "scheduledBy", "overriddenBy", "startedBy"}
+	known := []struct{ key, label string }{
+		{"skipped", "skipped:"}, {"builder", "builder"}, {"commit", "commit"}, {"artifactSet", "set"}, {"deploymentId", "deployment"},
+		{"approvedBy", "approved by"}, {"scheduledBy", "scheduled by"}, {"overriddenBy", "overridden by"}, {"startedBy", "started by"},
+	}
 	seen := map[string]bool{"reason": true, "taskId": true, "schedule": s.ScheduledAt != nil}
 	for _, k := range known {
-		if v := s.Details[k]; v != "" {
-			if k == "commit" && len(v) > 12 {
+		if v := s.Details[k.key]; v != "" {
+			if k.key == "commit" && len(v) > 12 {
 				v = v[:12]
 			}
-			parts = append(parts, k+" "+v)
+			parts = append(parts, k.label+" "+v)
 		}
-		seen[k] = true
+		seen[k.key] = true
 	}
 	var rest []string
 	for k := range s.Details {
@@ -696,9 +734,12 @@ func plMetricSummary(ms []*pb.GateMetric) string {
 		failing = append(failing, f)
 	}
 	if len(failing) == 0 {
-		return fmt.Sprintf("%d metrics passed", len(ms))
+		if len(ms) == 1 {
+			return "1 metric passed"
+		}
+		return fmt.Sprintf("all %d metrics passed", len(ms))
 	}
-	return fmt.Sprintf("%d metrics, failing: %s", len(ms), strings.Join(failing, ", "))
+	return fmt.Sprintf("%d of %d metrics failing: %s", len(failing), len(ms), strings.Join(failing, ", "))
 }
 
 // plFailingImportant lists the KPIs an override must name.
