@@ -355,13 +355,18 @@ func advanceRoles(action string) []auth.Role {
 
 // cancelRoles is who may cancel step s: a deployer may cancel any
 // execution (docs/security.md: "start and cancel executions"), and so may
-// whoever may answer the step (an approver rejecting an approval or
-// unscheduling a deployment, a cse declining CSE support).
+// whoever may answer the step, since Cloud Manager rejects through the
+// cancel link (an approver rejecting an approval or a gate, or unscheduling
+// a deployment; a cse declining CSE support).
 func cancelRoles(s *pipeline.Step) []auth.Role {
 	roles := []auth.Role{auth.Deployer}
-	switch s.Action {
-	case pipeline.ActionApproval, pipeline.ActionSchedule, pipeline.ActionManaged:
-		roles = append(roles, advanceRoles(s.Action)...)
+	switch {
+	case isGate(s.Action), s.Action == pipeline.ActionApproval, s.Action == pipeline.ActionSchedule, s.Action == pipeline.ActionManaged:
+		for _, r := range advanceRoles(s.Action) {
+			if r != auth.Deployer {
+				roles = append(roles, r)
+			}
+		}
 	}
 	return roles
 }

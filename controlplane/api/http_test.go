@@ -59,32 +59,32 @@ environments:
 
 var allHosts = []string{"s-author", "s-publish1", "s-dispatcher1", "author1", "publish1", "dispatcher1", "builder1"}
 
-// gates returns configured metrics per action; the real gates have their
+// httpGates returns configured metrics per action; the real gates have their
 // own tests, here only how the API shows and overrides them matters.
-type gates struct {
+type httpGates struct {
 	mu      sync.Mutex
 	metrics map[string][]pipeline.Metric
 }
 
-func (g *gates) get(a string) []pipeline.Metric {
+func (g *httpGates) get(a string) []pipeline.Metric {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.metrics[a]
 }
 
-func (g *gates) set(a string, ms ...pipeline.Metric) {
+func (g *httpGates) set(a string, ms ...pipeline.Metric) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.metrics[a] = ms
 }
 
-func (g *gates) CodeQuality(context.Context, *config.Pipeline, []byte) ([]pipeline.Metric, error) {
+func (g *httpGates) CodeQuality(context.Context, *config.Pipeline, []byte) ([]pipeline.Metric, error) {
 	return g.get(pipeline.ActionCodeQuality), nil
 }
-func (g *gates) Security(context.Context, *config.Pipeline, *config.Environment) ([]pipeline.Metric, error) {
+func (g *httpGates) Security(context.Context, *config.Pipeline, *config.Environment) ([]pipeline.Metric, error) {
 	return g.get(pipeline.ActionSecurityTest), nil
 }
-func (g *gates) Performance(context.Context, *config.Pipeline, *config.Environment) ([]pipeline.Metric, error) {
+func (g *httpGates) Performance(context.Context, *config.Pipeline, *config.Environment) ([]pipeline.Metric, error) {
 	return g.get(pipeline.ActionLoadTest), nil
 }
 
@@ -116,7 +116,7 @@ type fixture struct {
 	c      *servertest.Control
 	sim    *servertest.Sim
 	clock  *clock.Fake
-	gates  *gates
+	gates  *httpGates
 	base   string
 	client *http.Client
 }
@@ -147,7 +147,7 @@ func gitRepo(t *testing.T) string {
 // agents, it also starts simulated hosts and a pipeline that can run.
 func setup(t *testing.T, agents bool) *fixture {
 	f := &fixture{t: t, sim: servertest.NewSim(), clock: clock.NewFake(time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)),
-		gates: &gates{metrics: map[string][]pipeline.Metric{}}}
+		gates: &httpGates{metrics: map[string][]pipeline.Metric{}}}
 	f.gates.set(pipeline.ActionCodeQuality, pass("coverage"))
 	repo := "/nonexistent"
 	if agents {
@@ -520,6 +520,7 @@ func TestExecutionAPI(t *testing.T) {
 
 	// Gate override: malformed bodies, the wrong role, then a deployer.
 	adv := cq.Links["advance"].Href
+	f.call("PUT", cq.Links["cancel"].Href, viewer, "").problem(t, 403, "CancelStep (codeQuality) needs the deployer or approver role")
 	f.call("PUT", adv, viewer, `{"metrics":[{"kpi":"coverage","override":true}]}`).problem(t, 403, "needs the approver or deployer role; vera has viewer")
 	f.call("PUT", adv, deployer, "").problem(t, 400, "a JSON request body is required")
 	f.call("PUT", adv, deployer, `{"metrics":`).problem(t, 400, "not valid")
@@ -631,6 +632,7 @@ func TestExecutionAPI(t *testing.T) {
 	_, hasAdvance := e.Links["advance"]
 	require.False(t, hasAdvance)
 	f.call("PUT", dep.Links["self"].Href+"/advance", admin, `{}`).problem(t, 409, "never waits")
+	f.call("PUT", dep.Links["cancel"].Href, approver, "").problem(t, 403, "CancelStep (deploy) needs the deployer role; anna has approver")
 	close(hold)
 	_, ap = f.waitStep(loc2, by("approval"), "WAITING")
 	require.Equal(t, http.StatusAccepted, f.call("PUT", ap.Links["advance"].Href, admin, `{"approved":true}`).code)
