@@ -328,8 +328,9 @@ func TestDeckctlPipelineExecutionEveryWaitingStep(t *testing.T) {
 }
 
 func TestDeckctlEmergencyRejectCancel(t *testing.T) {
-	f := plSetup(t, "        approval: true\n")
+	f := plSetup(t, "        approval: true\n        schedule: true\n")
 
+	f.fails(`artifact set "set-nope"`, "deployer", "pipeline", "create-execution", "wknd/main", "--artifacts", "set-nope")
 	f.fails("emergency mode is not enabled for this program: program \"wknd\"; a Customer Success Engineer (role cse) can enable it with `deckctl program set-emergency wknd on`",
 		"deployer", "pipeline", "create-execution", "wknd/main", "--emergency")
 	f.fails("SetEmergency needs the cse role; pl-approver has approver", "approver", "program", "set-emergency", "wknd", "on")
@@ -366,8 +367,8 @@ func TestDeckctlEmergencyRejectCancel(t *testing.T) {
 	out = f.as("deployer", "execution", "cancel", "-p", "wknd/main")
 	require.Equal(t, "wknd › main › Execution 2 (NORMAL)\nCANCELLED: approval rejected by pl-deployer\n", out)
 
-	// --watch follows a new execution to its end; schedule-less, so
-	// approve and it finishes. -o json is one event per line.
+	// --watch follows a new execution to its end: approve, deploy now.
+	// -o json is one event per line.
 	require.NoError(t, f.c.Server.Pipelines().SetEmergency("wknd", false, "test"))
 	done := make(chan string, 1)
 	go func() {
@@ -379,6 +380,12 @@ func TestDeckctlEmergencyRejectCancel(t *testing.T) {
 		return err == nil && plStepOf(e, pipeline.ActionApproval).Status == pipeline.StepWaiting
 	}, 30*time.Second, 10*time.Millisecond)
 	f.as("approver", "execution", "advance", "approve", "-p", "wknd/main")
+	require.Eventually(t, func() bool {
+		e, err := f.c.Server.Pipelines().Current("wknd", "main")
+		return err == nil && plStepOf(e, pipeline.ActionSchedule).Status == pipeline.StepWaiting
+	}, 30*time.Second, 10*time.Millisecond)
+	f.fails("give --at or --now, not both", "approver", "execution", "advance", "schedule", "--now", "--at", "2026-12-01 22:00", "-p", "wknd/main")
+	require.Contains(t, f.as("approver", "execution", "advance", "schedule", "--now", "-p", "wknd/main"), "step 8 Schedule Production Deployment: production deployment starts now; it is FINISHED")
 	var res string
 	select {
 	case res = <-done:
