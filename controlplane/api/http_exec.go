@@ -682,9 +682,11 @@ type PipelineJSON struct {
 	Approval              bool   `json:"approval"`
 	Schedule              bool   `json:"schedule"`
 	CSESupport            bool   `json:"cseSupport"`
-	CodeQuality           bool   `json:"codeQuality"`
-	SecurityTesting       bool   `json:"securityTesting"`
-	PerformanceTesting    bool   `json:"performanceTesting"`
+	// CodeQuality, SecurityTesting and PerformanceTesting say whether the
+	// gate runs; the engine skips one that is not configured (enabled).
+	CodeQuality        bool `json:"codeQuality"`
+	SecurityTesting    bool `json:"securityTesting"`
+	PerformanceTesting bool `json:"performanceTesting"`
 	// WaitingTimeout is how long a step waits for a person (Go duration).
 	WaitingTimeout string `json:"waitingTimeout"`
 	Links          links  `json:"_links"`
@@ -697,7 +699,7 @@ func (h *HTTP) pipelineJSON(program string, pl *config.Pipeline) PipelineJSON {
 		StageEnvironment: pl.StageEnvironment, ProductionEnvironment: pl.ProductionEnvironment,
 		Approval: pl.Approval, Schedule: pl.Schedule, CSESupport: pl.CSESupport,
 		CodeQuality: pl.CodeQuality != nil && pl.CodeQuality.Profile != "", SecurityTesting: pl.Security != nil && pl.Security.Enabled,
-		PerformanceTesting: pl.Performance != nil, WaitingTimeout: pl.WaitingTimeout.D().String(),
+		PerformanceTesting: pl.Performance != nil && pl.Performance.Enabled, WaitingTimeout: pl.WaitingTimeout.D().String(),
 		Links: links{"self": {self}, "program": {programPath(program)}, "execution": {self + "/execution"},
 			"executions": {self + "/executions"}, "events": {self + "/events"}},
 	}
