@@ -15,11 +15,14 @@ import (
 
 	"github.com/deckhand-dev/deckhand/agent/artifacts"
 	"github.com/deckhand-dev/deckhand/agent/config"
+	"github.com/deckhand-dev/deckhand/agent/drift"
 	"github.com/deckhand-dev/deckhand/agent/journal"
 	"github.com/deckhand-dev/deckhand/agent/session"
 	"github.com/deckhand-dev/deckhand/agent/tlsid"
 	"github.com/deckhand-dev/deckhand/agent/worker"
 	"github.com/deckhand-dev/deckhand/pkg/backoff"
+	"github.com/deckhand-dev/deckhand/pkg/failpoint"
+	"github.com/deckhand-dev/deckhand/pkg/task"
 	"github.com/deckhand-dev/deckhand/pkg/version"
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 	"github.com/hashicorp/go-hclog"
@@ -36,8 +39,15 @@ type Options struct {
 	ExtraHandlers map[string]worker.Handler
 	// WrapHandler lets tests observe or replace a handler by kind.
 	WrapHandler func(kind string, h worker.Handler) worker.Handler
-	// OnConnected is passed to the session.
-	OnConnected func()
+	// OnConnected and OnDisconnected report the session's state (systemd
+	// status lines).
+	OnConnected    func(server string)
+	OnDisconnected func(err error)
+	// OnReady is called once interrupted tasks are repaired, before the
+	// first connection (systemd READY=1).
+	OnReady func()
+	// Alive is the session loop's proof of life (systemd watchdog).
+	Alive func()
 	// Hooks inject failures (tests only).
 	Hooks session.Hooks
 }
@@ -45,6 +55,7 @@ type Options struct {
 // Agent is one running deckhand-agent.
 type Agent struct {
 	cfg     *config.Config
+	opts    Options
 	log     hclog.Logger
 	journal *journal.Journal
 	worker  *worker.Worker
@@ -55,6 +66,8 @@ type Agent struct {
 	identity *tlsid.Identity
 	usesTLS  bool
 	drift    *driftQueue
+	// driftWatch watches the dispatcher's config tree (nil without one).
+	driftWatch *drift.Watcher
 }
 
 // agentRenewer gives the session the identity Run loads later.
@@ -63,6 +76,9 @@ type agentRenewer struct{ a *Agent }
 func (r agentRenewer) RenewAt() time.Time        { return r.a.identity.RenewAt() }
 func (r agentRenewer) NewCSR() ([]byte, error)   { return r.a.identity.NewCSR() }
 func (r agentRenewer) Install(cert []byte) error { return r.a.identity.Install(cert) }
+
+// Running is the number of tasks executing now.
+func (a *Agent) Running() int { return a.worker.Running() }
 
 // Identity returns the TLS identity (nil before Run, or in insecure mode).
 func (a *Agent) Identity() *tlsid.Identity { return a.identity }
@@ -83,7 +99,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: log, journal: j, drift: newDriftQueue(j, log.Named("drift"))}
+	a := &Agent{cfg: cfg, opts: opts, log: log, journal: j, drift: newDriftQueue(j, log.Named("drift"))}
 	a.fetcher = &artifacts.GRPCFetcher{
 		Dir:    filepath.Join(cfg.DataDir, "artifacts"),
 		Conn:   func(ctx context.Context) (*grpc.ClientConn, error) { return a.client.Conn(ctx) },
@@ -94,6 +110,19 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		j.Close()
 		return nil, err
+	}
+	if cfg.Dispatcher != nil {
+		dw, err := a.newDriftWatcher()
+		if err != nil {
+			j.Close()
+			return nil, fmt.Errorf("drift watcher: %w", err)
+		}
+		a.driftWatch = dw
+		for _, k := range []string{task.DispatcherDeploy{}.Name(), task.DispatcherRestore{}.Name()} {
+			if h, ok := handlers[k]; ok {
+				handlers[k] = silence(h, dw)
+			}
+		}
 	}
 	for k, h := range opts.ExtraHandlers {
 		handlers[k] = h
@@ -122,26 +151,28 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	}
 	var onConn func(*pb.Welcome)
 	if opts.OnConnected != nil {
-		onConn = func(*pb.Welcome) { opts.OnConnected() }
+		onConn = func(*pb.Welcome) { opts.OnConnected(cfg.Server) }
 	}
 	c := session.New(session.Config{
-		Server:       cfg.Server,
-		HostID:       cfg.HostID,
-		Version:      version.Version,
-		BootID:       newBootID(),
-		Capabilities: capabilities(handlers),
-		DialOptions:  dial,
-		BaseBackoff:  cfg.Reconnect.BaseBackoff.D(),
-		MaxBackoff:   cfg.Reconnect.MaxBackoff.D(),
-		Stagger:      cfg.Reconnect.Stagger.D(),
-		Logger:       log,
-		Journal:      j,
-		Worker:       w,
-		OnConnected:  onConn,
-		Hooks:        opts.Hooks,
-		Credentials:  creds,
-		Renewer:      renewer,
-		Drift:        a.drift,
+		Server:         cfg.Server,
+		HostID:         cfg.HostID,
+		Version:        version.Version,
+		BootID:         newBootID(),
+		Capabilities:   capabilities(handlers),
+		DialOptions:    dial,
+		BaseBackoff:    cfg.Reconnect.BaseBackoff.D(),
+		MaxBackoff:     cfg.Reconnect.MaxBackoff.D(),
+		Stagger:        cfg.Reconnect.Stagger.D(),
+		Logger:         log,
+		Journal:        j,
+		Worker:         w,
+		OnConnected:    onConn,
+		OnDisconnected: opts.OnDisconnected,
+		Alive:          opts.Alive,
+		Hooks:          opts.Hooks,
+		Credentials:    creds,
+		Renewer:        renewer,
+		Drift:          a.drift,
 	})
 	a.worker, a.client, a.usesTLS = w, c, creds != nil
 	return a, nil
@@ -176,8 +207,23 @@ func (a *Agent) Run(ctx context.Context) error {
 	} else if n > 0 {
 		a.log.Info("pruned old acknowledged tasks from the journal", "count", n)
 	}
+	failpoint.Hit("agent/recovering")
 	if err := a.worker.Recover(ctx); err != nil {
 		return fmt.Errorf("recover interrupted tasks: %w", err)
+	}
+	if a.driftWatch != nil {
+		dctx, stopDrift := context.WithCancel(ctx)
+		driftDone := make(chan struct{})
+		go func() {
+			defer close(driftDone)
+			if err := a.driftWatch.Run(dctx); err != nil {
+				a.log.Error("drift watcher stopped", "error", err)
+			}
+		}()
+		defer func() { stopDrift(); <-driftDone }()
+	}
+	if a.opts.OnReady != nil {
+		a.opts.OnReady()
 	}
 	if a.usesTLS {
 		if err := a.loadIdentity(ctx); err != nil {

@@ -289,9 +289,26 @@ func (w *Watcher) release() {
 		// (events during the suppression only remove entries).
 		w.flushLocked(time.Now(), true)
 		w.base = w.scanDiskLocked()
+		w.rewatchLocked()
 	}
 	w.mu.Unlock()
 	w.wake()
+}
+
+// rewatchLocked drops every watch and watches the tree again. A
+// deployment swaps whole managed directories (rename, or an atomic
+// exchange, which inotify reports less helpfully): a watch follows the old
+// inode, not the path, so after Deckhand's own change the paths are
+// watched afresh.
+func (w *Watcher) rewatchLocked() {
+	if w.fsw == nil || w.mode != ModeFsnotify {
+		return
+	}
+	for d := range w.dirs {
+		_ = w.fsw.Remove(w.abs(d))
+	}
+	w.dirs = map[string]bool{}
+	w.addTreeLocked("", false, time.Now())
 }
 
 func (w *Watcher) wake() {

@@ -17,6 +17,7 @@ import (
 	"github.com/deckhand-dev/deckhand/agent/journal"
 	"github.com/deckhand-dev/deckhand/agent/worker"
 	"github.com/deckhand-dev/deckhand/pkg/backoff"
+	"github.com/deckhand-dev/deckhand/pkg/failpoint"
 	"github.com/deckhand-dev/deckhand/pkg/task"
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 	"github.com/hashicorp/go-hclog"
@@ -55,6 +56,12 @@ type Config struct {
 	Worker         *worker.Worker
 	// OnConnected is called after each Welcome (tests, systemd status).
 	OnConnected func(welcome *pb.Welcome)
+	// OnDisconnected is called when an established session ends.
+	OnDisconnected func(err error)
+	// Alive is called at least every few seconds while the session loop is
+	// healthy (heartbeat ticks, backoff waits): the systemd watchdog's
+	// proof of life. A stuck loop stops calling it.
+	Alive func()
 	// Credentials, when set, is called before each dial and its option
 	// added (mutual TLS with the current certificate).
 	Credentials func() (grpc.DialOption, error)
@@ -187,6 +194,9 @@ func (c *Client) Run(ctx context.Context) error {
 			}
 		}
 		var wait time.Duration
+		if welcomed && c.cfg.OnDisconnected != nil {
+			c.cfg.OnDisconnected(err)
+		}
 		if welcomed {
 			// The server was there and went away: it is probably
 			// restarting, and every agent noticed at the same moment.
@@ -197,10 +207,31 @@ func (c *Client) Run(ctx context.Context) error {
 			wait = c.bo.Next()
 			c.log.Warn("cannot reach the server; retrying", "error", err, "in", wait.Round(time.Millisecond), "attempt", c.bo.Attempts())
 		}
-		if backoff.Sleep(ctx, wait, nil) != nil {
+		if c.sleepAlive(ctx, wait) != nil {
 			return nil
 		}
 	}
+}
+
+// alive reports liveness to the watchdog hook.
+func (c *Client) alive() {
+	if c.cfg.Alive != nil {
+		c.cfg.Alive()
+	}
+}
+
+// sleepAlive waits d in slices of at most 5 s, reporting liveness between
+// them, so a long backoff is not mistaken for a stuck loop.
+func (c *Client) sleepAlive(ctx context.Context, d time.Duration) error {
+	for d > 0 {
+		step := min(d, 5*time.Second)
+		if err := backoff.Sleep(ctx, step, nil); err != nil {
+			return err
+		}
+		c.alive()
+		d -= step
+	}
+	return ctx.Err()
 }
 
 // session runs one stream from dial to its end; welcomed says whether the
@@ -363,6 +394,8 @@ func (c *Client) heartbeat(ctx context.Context, out *sender, interval time.Durat
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
+		failpoint.Hit("session/heartbeat")
+		c.alive()
 		out.send(&pb.AgentMessage{Msg: &pb.AgentMessage_Heartbeat{Heartbeat: &pb.Heartbeat{
 			SentAt: timestamppb.Now(), Running: uint32(c.cfg.Worker.Running()),
 		}}})

@@ -291,7 +291,9 @@ func (f *Fleet) handleResult(s *session, r *pb.TaskResult) {
 		return
 	case first:
 		f.log.Debug("task finished", "host", s.host, "task", t.ID, "status", res.Status, "error", res.Error)
-		if res.Status == task.StatusSucceeded && (t.Kind == (task.DispatcherDeploy{}).Name() || t.Kind == (task.DispatcherRestore{}).Name()) {
+		// FinishTask does not decode the task record on its fast path; a
+		// dispatcher deploy or restore answers with a DispatcherOutput.
+		if _, isDispatcher := res.Output.(*task.DispatcherOutput); isDispatcher && res.Status == task.StatusSucceeded {
 			// The deployment replaced the tree: earlier hand edits are gone.
 			if n, err := f.cfg.Store.ResolveDrift(s.host, t.ID); err != nil {
 				f.log.Error("cannot mark drift resolved", "host", s.host, "error", err)

@@ -5,7 +5,8 @@
 //
 // DECKHAND_FAILPOINTS is a comma-separated list of name=action, where
 // action is "kill" (SIGKILL this process at the first hit), "kill@N" (at
-// the Nth hit) or "panic". A name may end in "*" to match a prefix. With
+// the Nth hit), "panic", "hang" (block the calling goroutine forever: a
+// stuck loop) or "sleep:DURATION" (e.g. sleep:2s, a slow step). A name may end in "*" to match a prefix. With
 // DECKHAND_FAILPOINT_LOG=path, every hit is appended to that file as
 // "name\n" (tests use it to enumerate the points a run passes).
 package failpoint
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 type rule struct {
@@ -100,6 +102,15 @@ func Hit(name string) {
 				select {} // the signal is on its way
 			case "panic":
 				panic("failpoint " + name)
+			case "hang":
+				fmt.Fprintf(os.Stderr, "failpoint %s: hanging\n", name)
+				select {}
+			default:
+				if d, ok := strings.CutPrefix(r.action, "sleep:"); ok {
+					if dur, err := time.ParseDuration(d); err == nil {
+						time.Sleep(dur)
+					}
+				}
 			}
 		}
 	}

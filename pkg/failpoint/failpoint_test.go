@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -49,4 +50,12 @@ func TestLogOnly(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 5, strings.Count(out, "\n"))
 	require.Equal(t, "a\nb\na\nc/1\nc/2\n", hits)
+}
+
+func TestSleepAction(t *testing.T) {
+	start := time.Now()
+	out, err, _ := runChild(t, "b=sleep:300ms")
+	require.NoError(t, err)
+	require.Equal(t, 5, strings.Count(out, "\n"))
+	require.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
 }
