@@ -251,42 +251,17 @@ func (p *Pipelines) GetStepLog(ctx context.Context, req *pb.GetStepRequest) (*pb
 	return &pb.GetStepLogResponse{Step: p.stepToProto(e, s), Lines: lines}, nil
 }
 
-// gate reports whether a is one of the three testing gates' actions.
-func (*Pipelines) gate(a string) bool {
-	switch a {
-	case pipeline.ActionCodeQuality, pipeline.ActionSecurityTest, pipeline.ActionLoadTest:
-		return true
-	}
-	return false
-}
-
 // GetQualityGateResults implements PipelineService.
 func (p *Pipelines) GetQualityGateResults(ctx context.Context, req *pb.GetQualityGateResultsRequest) (*pb.GetQualityGateResultsResponse, error) {
 	e, s, err := p.step(req.GetProgram(), req.GetPipeline(), req.GetExecution(), req.GetAction())
 	if err != nil {
 		return nil, err
 	}
-	if !p.gate(s.Action) {
+	if !isGate(s.Action) {
 		return nil, status.Errorf(codes.InvalidArgument, "step %s (%s) is not a gate; gates are codeQuality, securityTest and loadTest", s.ID, s.Action)
 	}
 	ps := p.stepToProto(e, s)
 	return &pb.GetQualityGateResultsResponse{Step: ps, Metrics: ps.Metrics}, nil
-}
-
-// roles are the roles that may answer a waiting step of action, as
-// docs/security.md gives them; admin always may (Caller.Has).
-func (*Pipelines) roles(action string) []auth.Role {
-	switch action {
-	case pipeline.ActionApproval, pipeline.ActionSchedule:
-		return []auth.Role{auth.Approver}
-	case pipeline.ActionManaged:
-		return []auth.Role{auth.CSE}
-	case pipeline.ActionCodeQuality, pipeline.ActionSecurityTest, pipeline.ActionLoadTest:
-		// The person who started the execution may accept its gate
-		// results, as may an approver.
-		return []auth.Role{auth.Approver, auth.Deployer}
-	}
-	return []auth.Role{auth.Deployer}
 }
 
 // require refuses the caller unless they hold one of roles, naming
@@ -341,7 +316,7 @@ func (p *Pipelines) fits(s *pipeline.Step, req *pb.AdvanceRequest) error {
 	case *pb.AdvanceRequest_Start:
 		ok = s.Action == pipeline.ActionManaged
 	case *pb.AdvanceRequest_Override:
-		ok = p.gate(s.Action)
+		ok = isGate(s.Action)
 	}
 	if ok {
 		return nil
@@ -410,7 +385,9 @@ func (p *Pipelines) Advance(ctx context.Context, req *pb.AdvanceRequest) (*pb.Ad
 	if err := p.fits(s, req); err != nil {
 		return nil, err
 	}
-	if err := p.require(ctx, fmt.Sprintf("answering step %s (%s)", s.ID, s.Action), p.roles(s.Action)); err != nil {
+	// The same rule as the HTTP API's (advanceRoles): approval and
+	// schedule need approver, CSE support cse, a gate approver or deployer.
+	if err := p.require(ctx, fmt.Sprintf("answering step %s (%s)", s.ID, s.Action), advanceRoles(s.Action)); err != nil {
 		return nil, err
 	}
 	by := callerName(ctx)
@@ -515,6 +492,7 @@ func (p *Pipelines) WatchExecutions(req *pb.WatchExecutionsRequest, stream grpc.
 	// snapshot is read arrives as an event.
 	events, stop := p.M.Subscribe()
 	defer stop()
+	// Stamped when the watch began: it reports state, not an event.
 	snap := &pb.ExecutionEvent{At: timestamppb.Now(), Program: program, Pipeline: pl, Snapshot: true}
 	var e *pipeline.Execution
 	if only != "" {
@@ -611,7 +589,7 @@ func (p *Pipelines) stepToProto(e *pipeline.Execution, s *pipeline.Step) *pb.Exe
 		if _, pl, ok := p.Config.Pipeline(e.ProgramID, e.PipelineID); ok && !s.WaitingSince.IsZero() {
 			out.TimeoutAt = p.pbTime(s.WaitingSince.Add(pl.WaitingTimeout.D()))
 		}
-		for _, r := range p.roles(s.Action) {
+		for _, r := range advanceRoles(s.Action) {
 			out.RequiredRoles = append(out.RequiredRoles, string(r))
 		}
 	}

@@ -269,9 +269,11 @@ func plResolve(ctx context.Context, c pb.PipelineServiceClient, ref plRef, id st
 		return c.GetExecution(ctx, &pb.GetExecutionRequest{Program: ref.program, Pipeline: ref.pipeline, Execution: id})
 	}
 	e, err := c.GetCurrentExecution(ctx, &pb.GetCurrentExecutionRequest{Program: ref.program, Pipeline: ref.pipeline})
-	if status.Code(err) != codes.NotFound || strings.Contains(status.Convert(err).Message(), "not configured") {
+	if status.Code(err) != codes.NotFound {
 		return e, err
 	}
+	// Nothing runs (or the pipeline is unknown, which ListExecutions
+	// reports the same way).
 	l, err := c.ListExecutions(ctx, &pb.ListExecutionsRequest{Program: ref.program, Pipeline: ref.pipeline, Limit: 1})
 	if err != nil {
 		return nil, err
