@@ -433,6 +433,13 @@ func (d *Dispatcher) recoverLocked(ctx context.Context, t *worker.Task, what str
 	}
 	pm, ok := e.Mark(markPlan)
 	if !ok {
+		if out.BackupID == "" {
+			// Stopped between indexing the backup and journaling it: the
+			// record is there (pending) and must say how the task ended.
+			if _, indexed, err := d.getBackup(BackupID(t.Spec.ID)); err == nil && indexed {
+				out.BackupID = BackupID(t.Spec.ID)
+			}
+		}
 		d.abort(d.workDir(t.Spec.ID), out.BackupID)
 		d.dropUnindexedBackup(t.Spec.ID)
 		last := "start"
