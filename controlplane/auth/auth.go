@@ -256,6 +256,16 @@ func target(req any) string {
 		return r.GetName()
 	case interface{ GetEnvironment() string }:
 		return r.GetEnvironment()
+	case interface {
+		GetProgram() string
+		GetPipeline() string
+	}:
+		if r.GetPipeline() != "" {
+			return r.GetProgram() + "/" + r.GetPipeline()
+		}
+		return r.GetProgram()
+	case interface{ GetProgram() string }:
+		return r.GetProgram()
 	case interface{ GetId() string }:
 		return r.GetId()
 	}

@@ -56,6 +56,9 @@ type Config struct {
 	Logger        hclog.Logger
 	ServerVersion string
 	Now           func() time.Time
+	// Tick is called on every supervision tick (the systemd watchdog's
+	// proof that the server's main loop is alive).
+	Tick func()
 }
 
 // Fleet tracks agent sessions and moves tasks to them.
@@ -120,6 +123,9 @@ func (f *Fleet) Supervise(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			f.sweep()
+			if f.cfg.Tick != nil {
+				f.cfg.Tick()
+			}
 		}
 	}
 }

@@ -61,6 +61,8 @@ type Options struct {
 	Clock clock.Clock
 	// Gates evaluates pipeline gates (default: the built-in gates).
 	Gates pipeline.Gates
+	// Alive is called on every fleet supervision tick (systemd watchdog).
+	Alive func()
 	// GitCheck checks a pipeline's branch (default: git ls-remote).
 	GitCheck func(ctx context.Context, repo, branch string) error
 }
@@ -150,7 +152,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	fcfg := fleet.Config{
 		Store: st, Hosts: cfg, Epoch: epoch, Blobs: blobs, HeartbeatInterval: cfg.HeartbeatInterval.D(),
 		MissedHeartbeats: opts.MissedHeartbeats, Logger: log, ServerVersion: version.Version,
-		Sets: artifacts.NewSets(blobs, st.Backend()),
+		Sets: artifacts.NewSets(blobs, st.Backend()), Tick: opts.Alive,
 	}
 	if ca != nil {
 		fcfg.Authenticate, fcfg.Renew = ca.AuthenticateHost, ca.Renew

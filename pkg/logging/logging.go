@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/deckhand-dev/deckhand/pkg/sysd"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -19,8 +20,8 @@ type Options struct {
 }
 
 // New returns a logger for opts. When the process runs under systemd with
-// its stderr connected to the journal (JOURNAL_STREAM is set), timestamps
-// are left out: journald adds its own.
+// its stderr connected to the journal (JOURNAL_STREAM names stderr),
+// timestamps are left out: journald adds its own.
 func New(opts Options) hclog.Logger {
 	out := opts.Output
 	if out == nil {
@@ -35,7 +36,7 @@ func New(opts Options) hclog.Logger {
 		Level:           level,
 		Output:          out,
 		JSONFormat:      opts.JSON,
-		DisableTime:     os.Getenv("JOURNAL_STREAM") != "" && !opts.JSON,
+		DisableTime:     sysd.JournalStream() && !opts.JSON,
 		IncludeLocation: false,
 	})
 }

@@ -8,7 +8,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -16,17 +15,13 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
-	"github.com/deckhand-dev/deckhand/agent"
 	"github.com/deckhand-dev/deckhand/agent/config"
 	"github.com/deckhand-dev/deckhand/agent/dispatcher"
 	"github.com/deckhand-dev/deckhand/agent/journal"
-	"github.com/deckhand-dev/deckhand/agent/session"
 	"github.com/deckhand-dev/deckhand/pkg/logging"
 	"github.com/deckhand-dev/deckhand/pkg/version"
 )
@@ -65,23 +60,7 @@ func run() int {
 		return 2
 	}
 	log := logging.New(logging.Options{Name: "deckhand-agent", Level: lvl, JSON: *logJSON}).With("host", cfg.HostID)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	a, err := agent.New(cfg, agent.Options{Logger: log})
-	if err != nil {
-		log.Error("cannot start", "error", err)
-		return 1
-	}
-	if err := a.Run(ctx); err != nil {
-		var fatal *session.FatalError
-		if errors.As(err, &fatal) {
-			log.Error("stopping: the server will not accept this agent as configured", "error", err)
-			return 3
-		}
-		log.Error("agent failed", "error", err)
-		return 1
-	}
-	return 0
+	return daemon(*cfgPath, *level, cfg, log)
 }
 
 // lockWait is how long `backups list` waits for the journal: the running

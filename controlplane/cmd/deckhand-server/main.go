@@ -2,15 +2,11 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/deckhand-dev/deckhand/controlplane/config"
-	"github.com/deckhand-dev/deckhand/controlplane/server"
 	"github.com/deckhand-dev/deckhand/pkg/logging"
 	"github.com/deckhand-dev/deckhand/pkg/version"
 )
@@ -47,16 +43,5 @@ func run() int {
 		return 2
 	}
 	log := logging.New(logging.Options{Name: "deckhand-server", Level: lvl, JSON: *logJSON})
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	srv, err := server.New(cfg, server.Options{Logger: log, DevInsecure: *devInsecure})
-	if err != nil {
-		log.Error("cannot start", "error", err)
-		return 1
-	}
-	if err := srv.Serve(ctx); err != nil {
-		log.Error("server failed", "error", err)
-		return 1
-	}
-	return 0
+	return daemon(*cfgPath, *level, *devInsecure, cfg, log)
 }
