@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/deckhand-dev/deckhand/agent/artifacts"
@@ -22,6 +23,7 @@ import (
 	"github.com/deckhand-dev/deckhand/agent/worker"
 	"github.com/deckhand-dev/deckhand/pkg/backoff"
 	"github.com/deckhand-dev/deckhand/pkg/failpoint"
+	"github.com/deckhand-dev/deckhand/pkg/metrics"
 	"github.com/deckhand-dev/deckhand/pkg/task"
 	"github.com/deckhand-dev/deckhand/pkg/version"
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
@@ -68,6 +70,14 @@ type Agent struct {
 	drift    *driftQueue
 	// driftWatch watches the dispatcher's config tree (nil without one).
 	driftWatch *drift.Watcher
+	metrics    *metrics.Agent
+	metricsAt  atomic.Value // string
+}
+
+// MetricsAddr is where /metrics is served ("" when off or not bound).
+func (a *Agent) MetricsAddr() string {
+	at, _ := a.metricsAt.Load().(string)
+	return at
 }
 
 // agentRenewer gives the session the identity Run loads later.
@@ -132,7 +142,16 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 			handlers[k] = opts.WrapHandler(k, h)
 		}
 	}
-	w := worker.New(worker.Config{Journal: j, Handlers: handlers, Logger: log})
+	a.metrics = metrics.NewAgent(func() float64 {
+		st, err := os.Stat(filepath.Join(cfg.DataDir, journal.FileName))
+		if err != nil {
+			return 0
+		}
+		return float64(st.Size())
+	}, func() bool { return a.client != nil && a.client.Connected() })
+	w := worker.New(worker.Config{Journal: j, Handlers: handlers, Logger: log, OnFinish: func(kind string, r *task.Result) {
+		a.metrics.Task(kind, r.Status.String(), r.FinishedAt.Sub(r.StartedAt), r.FinishedAt)
+	}})
 	dial := opts.DialOptions
 	var creds func() (grpc.DialOption, error)
 	var renewer session.Renewer
@@ -206,6 +225,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("journal prune failed", "error", err)
 	} else if n > 0 {
 		a.log.Info("pruned old acknowledged tasks from the journal", "count", n)
+	}
+	if a.cfg.MetricsListen != "off" {
+		at, _ := metrics.Serve(ctx, a.cfg.MetricsListen, a.metrics.Reg, a.log.Named("metrics"))
+		a.metricsAt.Store(at)
 	}
 	failpoint.Hit("agent/recovering")
 	if err := a.worker.Recover(ctx); err != nil {

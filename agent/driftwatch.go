@@ -19,6 +19,7 @@ func (a *Agent) newDriftWatcher() (*drift.Watcher, error) {
 			out = append(out, &pb.DriftEvent{Path: e.Path, Kind: e.Kind, From: e.From, BeforeSha256: e.Before, AfterSha256: e.After,
 				Severity: e.Severity, At: timestamppb.New(e.At)})
 			a.log.Warn("configuration changed outside Deckhand", "path", e.Path, "kind", e.Kind, "severity", e.Severity)
+			a.metrics.Drift(e.Severity)
 		}
 		if err := a.drift.Report(out); err != nil {
 			a.log.Error("cannot journal drift", "error", err)

@@ -51,6 +51,9 @@ type Config struct {
 	// ApacheCtl is the argv used to ask Apache its version for HostFacts;
 	// default tries apachectl, then apache2ctl.
 	ApacheCtl []string `yaml:"apachectl"`
+	// MetricsListen serves Prometheus metrics on http://ADDR/metrics;
+	// default 127.0.0.1:9465, "off" to disable.
+	MetricsListen string `yaml:"metrics_listen"`
 	// JournalRetention is how long finished, acked tasks are kept to answer
 	// re-sends. Default 168h (7 days).
 	JournalRetention yamlconf.Duration `yaml:"journal_retention"`
@@ -130,6 +133,14 @@ func (c *Config) validate() error {
 	}
 	if c.Reconnect.Stagger == 0 {
 		c.Reconnect.Stagger = yamlconf.Duration(5 * time.Second)
+	}
+	if c.MetricsListen == "" {
+		c.MetricsListen = "127.0.0.1:9465"
+	}
+	if c.MetricsListen != "off" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return yamlconf.Errorf(c.File, 0, "metrics_listen %q is not host:port or off: %v", c.MetricsListen, err)
+		}
 	}
 	if c.JournalRetention == 0 {
 		c.JournalRetention = yamlconf.Duration(7 * 24 * time.Hour)

@@ -54,6 +54,8 @@ type Config struct {
 	Logger   hclog.Logger
 	// DefaultTimeout bounds a task whose spec has none. Default 1h.
 	DefaultTimeout time.Duration
+	// OnFinish is told every result the worker journals (metrics).
+	OnFinish func(kind string, r *task.Result)
 }
 
 // Worker executes tasks. Safe for concurrent use.
@@ -382,6 +384,9 @@ func (w *Worker) finish(id string, r *task.Result) {
 	if err != nil {
 		w.log.Error("cannot journal result; the task will be recovered at the next start", "task", id, "error", err)
 		return
+	}
+	if w.cfg.OnFinish != nil {
+		w.cfg.OnFinish(e.Kind, r)
 	}
 	if r.Error != "" {
 		w.log.Info("task finished", "task", id, "status", e.Status, "error", r.Error)

@@ -99,8 +99,8 @@ type Pipeline struct {
 	Repository string `yaml:"repository"`
 	Branch     string `yaml:"branch"`
 	// StageEnvironment and ProductionEnvironment name declared environments.
-	StageEnvironment      string `yaml:"stage_environment"`
-	ProductionEnvironment string `yaml:"production_environment"`
+	StageEnvironment      string        `yaml:"stage_environment"`
+	ProductionEnvironment string        `yaml:"production_environment"`
 	Build                 PipelineBuild `yaml:"build"`
 	// Gates configure Code Scanning, Security Testing and Performance
 	// Testing (see docs/gates.md); each is kept as written and checked by
@@ -156,6 +156,9 @@ type Config struct {
 	// with the server's certificate, or plain HTTP in --dev-insecure mode
 	// (loopback only).
 	HTTPListen string `yaml:"http_listen"`
+	// MetricsListen serves Prometheus metrics on http://ADDR/metrics;
+	// default 127.0.0.1:9464, "off" to disable.
+	MetricsListen string `yaml:"metrics_listen"`
 	// DataDir holds the bbolt state file and, later, the CA and artifacts.
 	DataDir string `yaml:"data_dir"`
 	// HeartbeatInterval is told to agents in Welcome; an agent silent for
@@ -224,6 +227,14 @@ func (c *Config) validate() error {
 	}
 	if c.DataDir == "" {
 		return c.errf(0, "data_dir is required (where the server keeps its state)")
+	}
+	if c.MetricsListen == "" {
+		c.MetricsListen = "127.0.0.1:9464"
+	}
+	if c.MetricsListen != "off" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return c.errf(0, "metrics_listen %q is not host:port or off: %v", c.MetricsListen, err)
+		}
 	}
 	if (c.TLS.CACert == "") != (c.TLS.CAKey == "") {
 		return c.errf(0, "tls: ca_cert and ca_key must be given together")

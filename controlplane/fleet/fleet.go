@@ -15,6 +15,7 @@ import (
 	"github.com/deckhand-dev/deckhand/controlplane/artifacts"
 	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/store"
+	"github.com/deckhand-dev/deckhand/pkg/metrics"
 	"github.com/deckhand-dev/deckhand/pkg/task"
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 	"github.com/hashicorp/go-hclog"
@@ -56,6 +57,8 @@ type Config struct {
 	Logger        hclog.Logger
 	ServerVersion string
 	Now           func() time.Time
+	// Metrics records sessions, results and drift (nil: none).
+	Metrics *metrics.Server
 	// Tick is called on every supervision tick (the systemd watchdog's
 	// proof that the server's main loop is alive).
 	Tick func()

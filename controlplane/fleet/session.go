@@ -243,6 +243,7 @@ func (f *Fleet) recordAgent(s *session, connecting bool) {
 	rec.HostID, rec.Version, rec.BootID, rec.Address = s.host, s.version, s.bootID, s.remote
 	rec.LastHeartbeat = s.lastHeartbeat()
 	if connecting {
+		f.cfg.Metrics.Session(rec.Sessions > 0)
 		rec.ConnectedAt = s.connectedAt
 		rec.Sessions++
 	} else {
@@ -291,6 +292,7 @@ func (f *Fleet) handleResult(s *session, r *pb.TaskResult) {
 		return
 	case first:
 		f.log.Debug("task finished", "host", s.host, "task", t.ID, "status", res.Status, "error", res.Error)
+		f.cfg.Metrics.Task(t.Kind, res.Status.String())
 		// FinishTask does not decode the task record on its fast path; a
 		// dispatcher deploy or restore answers with a DispatcherOutput.
 		if _, isDispatcher := res.Output.(*task.DispatcherOutput); isDispatcher && res.Status == task.StatusSucceeded {
@@ -341,6 +343,7 @@ func (f *Fleet) handleDrift(s *session, r *pb.DriftReport) {
 			level = f.log.Warn
 		}
 		level("configuration drift on a host", "host", s.host, "path", rec.Path, "kind", rec.Kind, "severity", rec.Severity)
+		f.cfg.Metrics.Drift(rec.Severity, 1)
 	}
 	if err := f.cfg.Store.AddDrift(s.host, r.GetId(), recs); err != nil {
 		f.log.Error("cannot store a drift report; not acking", "host", s.host, "error", err)

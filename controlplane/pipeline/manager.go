@@ -12,6 +12,7 @@ import (
 	"github.com/deckhand-dev/deckhand/controlplane/rollout"
 	"github.com/deckhand-dev/deckhand/pkg/clock"
 	"github.com/deckhand-dev/deckhand/pkg/kv"
+	"github.com/deckhand-dev/deckhand/pkg/metrics"
 	"github.com/deckhand-dev/deckhand/pkg/task"
 	"github.com/hashicorp/go-hclog"
 )
@@ -62,6 +63,8 @@ type Deps struct {
 	Artifacts Artifacts
 	Gates     Gates
 	Clock     clock.Clock
+	// Metrics records ended executions and step durations (nil: none).
+	Metrics *metrics.Server
 	// Drift lists a host's unresolved configuration drift (nil: none).
 	Drift func(host string) ([]DriftNote, error)
 	// GitCheck reports whether branch exists in repo (default: git
@@ -479,6 +482,13 @@ func (m *Manager) Cancel(program, pipeline, execID, stepID, by string) error {
 	return r.cancel(stepID, by)
 }
 
+// Running is the number of executions running now.
+func (m *Manager) Running() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.runs)
+}
+
 // WaitDone blocks until the execution ends (tests, deckctl --wait).
 func (m *Manager) WaitDone(ctx context.Context, program, pipeline, id string) (*Execution, error) {
 	for {
@@ -496,4 +506,3 @@ func (m *Manager) WaitDone(ctx context.Context, program, pipeline, id string) (*
 		}
 	}
 }
-

@@ -77,7 +77,7 @@ type Step struct {
 	StartedAt       time.Time         `json:"startedAt,omitzero"`
 	FinishedAt      time.Time         `json:"finishedAt,omitzero"`
 	Details         map[string]string `json:"details,omitempty"`
-	Metrics         []Metric `json:"metrics,omitempty"`
+	Metrics         []Metric          `json:"metrics,omitempty"`
 	// WaitingSince is when the step began waiting for a person; the
 	// waiting timeout counts from here.
 	WaitingSince time.Time `json:"waitingSince,omitzero"`
@@ -90,12 +90,12 @@ func (s *Step) Waiting() bool { return s.Status == StepWaiting }
 
 // Execution is one run of a pipeline.
 type Execution struct {
-	V                int       `json:"v"`
-	ID               string    `json:"id"`
-	ProgramID        string    `json:"programId"`
-	PipelineID       string    `json:"pipelineId"`
-	ArtifactsVersion string    `json:"artifactsVersion,omitempty"`
-	ArtifactSet      string    `json:"artifactSet,omitempty"`
+	V                int    `json:"v"`
+	ID               string `json:"id"`
+	ProgramID        string `json:"programId"`
+	PipelineID       string `json:"pipelineId"`
+	ArtifactsVersion string `json:"artifactsVersion,omitempty"`
+	ArtifactSet      string `json:"artifactSet,omitempty"`
 	// ManualArtifacts is true when the artifacts were pushed by hand and
 	// the build was skipped.
 	ManualArtifacts bool      `json:"manualArtifacts,omitempty"`

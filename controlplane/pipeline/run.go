@@ -95,6 +95,7 @@ func (r *run) loop(ctx context.Context) {
 		s := r.e.Current()
 		if s == nil {
 			r.e.Status, r.e.FinishedAt = ExecFinished, r.m.d.Clock.Now().UTC()
+			r.m.d.Metrics.Execution(ExecFinished)
 			r.save(nil, "finished")
 			r.mu.Unlock()
 			return
@@ -129,6 +130,7 @@ func (r *run) loop(ctx context.Context) {
 		case done:
 			if s.Status == StepRunning || s.Status == StepWaiting {
 				s.Status, s.FinishedAt = StepFinished, r.m.d.Clock.Now().UTC()
+				r.m.d.Metrics.PipelineStep(s.Action, StepFinished, s.FinishedAt.Sub(s.StartedAt))
 				r.save(s, "")
 			}
 		case failed:
@@ -162,6 +164,10 @@ func (r *run) endLocked(status string, s *Step, stepStatus, reason string) {
 		s.Details["reason"] = reason
 	}
 	r.e.Status, r.e.FinishedAt, r.e.Reason = status, now, reason
+	if s != nil && !s.StartedAt.IsZero() {
+		r.m.d.Metrics.PipelineStep(s.Action, stepStatus, s.FinishedAt.Sub(s.StartedAt))
+	}
+	r.m.d.Metrics.Execution(status)
 	r.save(s, reason)
 	r.log.Info("execution ended", "status", status, "reason", reason)
 }

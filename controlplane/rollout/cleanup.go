@@ -203,6 +203,7 @@ func (r *run) finish() {
 		return
 	}
 	r.m.publish(d.ID, []Event{ev})
+	r.m.Metrics.Deployment(string(d.State))
 	r.log.Info("deployment ended", "state", d.State, "error", d.Error)
 	r.m.mu.Lock()
 	if ch := r.m.notify[d.ID]; ch != nil {

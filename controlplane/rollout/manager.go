@@ -12,6 +12,7 @@ import (
 	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/fleet"
 	"github.com/deckhand-dev/deckhand/pkg/kv"
+	"github.com/deckhand-dev/deckhand/pkg/metrics"
 	"github.com/deckhand-dev/deckhand/pkg/task"
 	"github.com/hashicorp/go-hclog"
 )
@@ -33,6 +34,9 @@ var _ Fleet = (*fleet.Fleet)(nil)
 
 // Manager starts, resumes, cancels and reports deployments.
 type Manager struct {
+	// Metrics records step durations and ended deployments (nil: none).
+	Metrics *metrics.Server
+
 	rec   records
 	fleet Fleet
 	log   hclog.Logger
@@ -582,6 +586,7 @@ func (r *run) awaitStep(ctx context.Context, key string, k task.Kind) error {
 		return r.failStep(st, k, res.Error, res)
 	}
 	st.Status, st.FinishedAt, st.Summary = StepSucceeded, r.m.now().UTC(), summarize(res)
+	r.m.Metrics.Step(k.Name(), string(StepSucceeded), st.FinishedAt.Sub(st.StartedAt))
 	ev := Event{Kind: EventStepFinished, Step: key, Task: k.Name(), Host: st.Host, Pair: st.Pair, Status: StepSucceeded, Attempts: res.Attempts, Message: st.Summary}
 	if err := r.setStep(st, &ev); err != nil {
 		return fmt.Errorf("persist step %s: %w", key, err)
@@ -595,6 +600,7 @@ func (r *run) failStep(st StepState, k task.Kind, msg string, res *task.Result) 
 		msg = "failed without a message"
 	}
 	st.Status, st.FinishedAt, st.Error = StepFailed, r.m.now().UTC(), msg
+	r.m.Metrics.Step(k.Name(), string(StepFailed), st.FinishedAt.Sub(st.StartedAt))
 	if res != nil {
 		st.Summary = summarize(res)
 	}

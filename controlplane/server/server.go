@@ -11,6 +11,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/deckhand-dev/deckhand/controlplane/api"
@@ -24,6 +25,7 @@ import (
 	"github.com/deckhand-dev/deckhand/controlplane/store"
 	"github.com/deckhand-dev/deckhand/pkg/clock"
 	"github.com/deckhand-dev/deckhand/pkg/identity"
+	"github.com/deckhand-dev/deckhand/pkg/metrics"
 	"github.com/deckhand-dev/deckhand/pkg/version"
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 	"github.com/hashicorp/go-hclog"
@@ -81,9 +83,17 @@ type Server struct {
 	authz     *auth.Authorizer
 	rollouts  *rollout.Manager
 	pipelines *pipeline.Manager
+	metrics   *metrics.Server
+	metricsAt atomic.Value // string
 	stopped   sync.Once
 	// web serves the HTTP API; nil when http_listen is not set.
 	web *api.HTTPServer
+}
+
+// MetricsAddr is where /metrics is served ("" when off or not bound).
+func (s *Server) MetricsAddr() string {
+	at, _ := s.metricsAt.Load().(string)
+	return at
 }
 
 // Pipelines exposes the pipeline executions.
@@ -149,10 +159,27 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}
 	}
 	authz := &auth.Authorizer{Store: st, PKI: ca, Insecure: opts.DevInsecure, Logger: log.Named("auth")}
+	// Metrics read the fleet and the pipelines at scrape time; both exist
+	// by the time anything scrapes.
+	var pipelines *pipeline.Manager
+	mets := metrics.NewServer(func() (on, off, never int) {
+		all, _ := fl.Agents()
+		for _, a := range all {
+			switch a.State {
+			case "online":
+				on++
+			case "offline":
+				off++
+			default:
+				never++
+			}
+		}
+		return
+	}, func() int { return pipelines.Running() })
 	fcfg := fleet.Config{
 		Store: st, Hosts: cfg, Epoch: epoch, Blobs: blobs, HeartbeatInterval: cfg.HeartbeatInterval.D(),
 		MissedHeartbeats: opts.MissedHeartbeats, Logger: log, ServerVersion: version.Version,
-		Sets: artifacts.NewSets(blobs, st.Backend()), Tick: opts.Alive,
+		Sets: artifacts.NewSets(blobs, st.Backend()), Tick: opts.Alive, Metrics: mets,
 	}
 	if ca != nil {
 		fcfg.Authenticate, fcfg.Renew = ca.AuthenticateHost, ca.Renew
@@ -184,12 +211,14 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	gs := grpc.NewServer(gopts...)
 	pb.RegisterAgentServiceServer(gs, fl)
 	rollouts := rollout.NewManager(st.Backend(), fl, log)
+	rollouts.Metrics = mets
 	artSets := artifacts.NewSets(blobs, st.Backend())
 	sets := opts.Sets
 	if sets == nil {
 		sets = SetResolver(artSets)
 	}
-	pipelines := pipeline.New(pipeline.Deps{
+	pipelines = pipeline.New(pipeline.Deps{
+		Metrics: mets,
 		Backend: st.Backend(), Config: cfg, Fleet: fl, Rollouts: rollouts,
 		Artifacts: pipelineArtifacts{resolve: sets, sets: artSets}, Gates: opts.Gates, Clock: opts.Clock, GitCheck: opts.GitCheck, Logger: log,
 		Drift: func(host string) ([]pipeline.DriftNote, error) {
@@ -228,7 +257,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	return &Server{cfg: cfg, log: log, store: st, blobs: blobs, fleet: fl, grpc: gs, ln: tracker, epoch: epoch, pki: ca, authz: authz, rollouts: rollouts, pipelines: pipelines, web: web}, nil
+	return &Server{cfg: cfg, log: log, store: st, blobs: blobs, fleet: fl, grpc: gs, ln: tracker, epoch: epoch, pki: ca, authz: authz, rollouts: rollouts, pipelines: pipelines, metrics: mets, web: web}, nil
 }
 
 // CredentialsFile is where the first admin's credentials are written.
@@ -297,6 +326,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		defer wg.Done()
 		s.fleet.Supervise(ctx)
 	}()
+	if s.cfg.MetricsListen != "off" {
+		at, _ := metrics.Serve(ctx, s.cfg.MetricsListen, s.metrics.Reg, s.log.Named("metrics"))
+		s.metricsAt.Store(at)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(s.ln) }()
 	if s.web != nil {

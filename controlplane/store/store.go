@@ -13,7 +13,7 @@
 //	results/
 //	  <task id>          -> outcome (JSON; the result in wire form)
 //	tasks_open/
-//	  <host>\x00<id>     -> ""   index of tasks without a result, per host
+//	  <host>\x00<id>     -> task kind; index of tasks without a result, per host
 //	agents/
 //	  <host id>          -> Agent (JSON)
 //	join_tokens/
@@ -272,7 +272,7 @@ func (s *Store) CreateTasksWith(tasks []Task, extra func(Tx) error) ([]Task, []b
 			if err := tx.Put(bucketTasks, t.ID, raw); err != nil {
 				return err
 			}
-			if err := tx.Put(bucketTasksOpen, openKey(t.HostID, t.ID), []byte{}); err != nil {
+			if err := tx.Put(bucketTasksOpen, openKey(t.HostID, t.ID), []byte(t.Kind)); err != nil {
 				return err
 			}
 			out[i], created[i] = t, true
@@ -328,7 +328,8 @@ func (s *Store) FinishTask(id, host, status string, result []byte, at time.Time)
 	err = s.batch(func(tx Tx) error {
 		first = false // Batch may run fn again
 		t = Task{ID: id, HostID: host}
-		if tx.Get(bucketTasksOpen, openKey(host, id)) != nil {
+		if kind := tx.Get(bucketTasksOpen, openKey(host, id)); kind != nil {
+			t.Kind = string(kind)
 			// The common case, kept free of decoding: the task is open
 			// and belongs to this host.
 			first = true

@@ -201,7 +201,7 @@ func Start(t testing.TB, o Options) *Topology {
 	if o.SkipLBChanges {
 		skip = "    skip_lb_changes: true\n"
 	}
-	cfg := fmt.Sprintf("listen: %s\ndata_dir: %s\nheartbeat_interval: 1s\nlog_level: debug\nenvironments:\n  - name: %s\n    type: %s\n    max_unavailable: %d\n    step_timeout: 5m\n%s%s    hosts:\n%s",
+	cfg := fmt.Sprintf("listen: %s\nmetrics_listen: 127.0.0.1:0\ndata_dir: %s\nheartbeat_interval: 1s\nlog_level: debug\nenvironments:\n  - name: %s\n    type: %s\n    max_unavailable: %d\n    step_timeout: 5m\n%s%s    hosts:\n%s",
 		tp.Addr, filepath.Join(tp.Dir, "server"), tp.Env, o.EnvType, o.MaxUnavailable, paths, skip, hosts.String())
 	require.NoError(t, os.WriteFile(filepath.Join(tp.Dir, "server.yaml"), []byte(cfg), 0o600))
 	tp.CredPath = filepath.Join(tp.Dir, "server", "admin-credentials.yaml")
@@ -296,7 +296,7 @@ func (tp *Topology) writeAgentConfig(h Host) {
 	}
 	require.NoError(t, json.Unmarshal(out, &tok))
 	data := filepath.Join(tp.Dir, "agents", h.ID)
-	y := fmt.Sprintf("host_id: %s\nserver: %s\ndata_dir: %s\njoin_token: %s\nca_fingerprint: %s\nlog_level: debug\nreconnect:\n  stagger: 200ms\n  base_backoff: 100ms\n  max_backoff: 1s\n",
+	y := fmt.Sprintf("host_id: %s\nserver: %s\ndata_dir: %s\njoin_token: %s\nca_fingerprint: %s\nlog_level: debug\nmetrics_listen: 127.0.0.1:0\nreconnect:\n  stagger: 200ms\n  base_backoff: 100ms\n  max_backoff: 1s\n",
 		h.ID, tp.Addr, data, tok.Token, tok.CAFingerprint)
 	switch h.Role {
 	case "author", "publish":

@@ -71,7 +71,8 @@ func Start(t testing.TB, opts Options) *Control {
 	if opts.HeartbeatInterval == 0 {
 		opts.HeartbeatInterval = 100 * time.Millisecond
 	}
-	cfg, err := config.Parse("test.yaml", []byte("data_dir: "+t.TempDir()+"\n"+opts.Topology+"\n"+opts.Extra))
+	// Metrics on a free port: many test servers run at once.
+	cfg, err := config.Parse("test.yaml", []byte("data_dir: "+t.TempDir()+"\nmetrics_listen: 127.0.0.1:0\n"+opts.Topology+"\n"+opts.Extra))
 	require.NoError(t, err)
 	cfg.HeartbeatInterval = yamlconf.Duration(opts.HeartbeatInterval)
 	c := &Control{t: t, Opts: opts, Config: cfg}
@@ -223,7 +224,7 @@ func (c *Control) HostConn(host string) *grpc.ClientConn {
 // fast reconnects, and extra appended.
 func (c *Control) AgentConfig(host, dataDir, extra string) string {
 	c.t.Helper()
-	y := fmt.Sprintf("host_id: %s\nserver: %s\ndata_dir: %s\nreconnect:\n  stagger: 50ms\n  base_backoff: 50ms\n  max_backoff: 300ms\napachectl: [\"true\"]\n", host, c.Addr, dataDir)
+	y := fmt.Sprintf("host_id: %s\nserver: %s\ndata_dir: %s\nmetrics_listen: 127.0.0.1:0\nreconnect:\n  stagger: 50ms\n  base_backoff: 50ms\n  max_backoff: 300ms\napachectl: [\"true\"]\n", host, c.Addr, dataDir)
 	switch {
 	case c.Opts.DevInsecure:
 		y += "insecure: true\n"
