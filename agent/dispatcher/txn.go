@@ -464,8 +464,20 @@ func (d *Dispatcher) recoverLocked(ctx context.Context, t *worker.Task, what str
 		if rb, ok := e.Mark(markRollback); ok {
 			_ = json.Unmarshal(rb.Data, &info)
 		}
+		// What the stopped run had already done, for an accurate report: a
+		// run that finished its rollback but was stopped (SIGTERM) before
+		// the worker journaled its result leaves nothing to do.
+		committed := hasAfter(e, markRollback, markCommitted)
+		reloaded := hasAfter(e, markRolledBack, markReloaded)
 		o, err := d.rollback(ctx, t, &p, out, info, fpRecover)
-		o.Recovery = fmt.Sprintf("the agent stopped during the %s (%s); recovery put the previous config back and reloaded Apache", what, info.summary())
+		switch {
+		case committed:
+			o.Recovery = fmt.Sprintf("the agent stopped after the %s had put the previous config back (%s) and reloaded Apache; recovery only reported it", what, info.summary())
+		case reloaded:
+			o.Recovery = fmt.Sprintf("the agent stopped after the %s had put the previous config back (%s) and reloaded Apache; recovery finished the cleanup", what, info.summary())
+		default:
+			o.Recovery = fmt.Sprintf("the agent stopped during the %s (%s); recovery put the previous config back and reloaded Apache", what, info.summary())
+		}
 		if err != nil && strings.Contains(err.Error(), "could not be put back") {
 			o.Recovery = "the agent stopped during the " + what + " and recovery could not put the previous config back: " + err.Error()
 		}
