@@ -1,4 +1,3 @@
-
 package main
 
 // The deb and rpm packagers register themselves with nfpm. They are behind
