@@ -267,25 +267,94 @@ const startAttempts = 5
 func Start(t testing.TB, cfg Config) *Instance {
 	t.Helper()
 	bin := Require(t)
-	mods, _ := modulesDir()
-	if cfg.StartTimeout == 0 {
-		cfg.StartTimeout = 15 * time.Second
-	}
 	base := t.TempDir()
+	dir, docroot, err := layout(base, cfg)
+	if err != nil {
+		t.Fatalf("apache harness: %v", err)
+	}
+	in, err := startRetrying(bin, dir, docroot, cfg, func(attempt int, err error) {
+		t.Logf("apache harness: attempt %d: %v; retrying with another port", attempt, err)
+	})
+	if err != nil {
+		t.Fatalf("apache harness: start: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			if b, err := os.ReadFile(in.ErrorLog); err == nil && len(b) > 0 {
+				t.Logf("apache error_log (%s):\n%s", in.ErrorLog, b)
+			}
+		}
+		if err := in.Stop(); err != nil {
+			t.Errorf("apache harness: stop: %v", err)
+		}
+	})
+	return in
+}
+
+// Find returns the path of the Apache binary (BinaryEnv, then
+// /usr/sbin/apache2, apache2 or httpd on $PATH) after checking that its
+// modules directory is there, for programs that cannot use Require.
+func Find() (string, error) {
+	path, err := findBinary()
+	if err != nil {
+		return "", err
+	}
+	if _, err := modulesDir(); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+// StartProcess is Start for a program rather than a test (e.g. make
+// demo): it lays out the instance in base (created if missing; it and its
+// parents are made searchable by Apache's workers), starts Apache and
+// waits until it serves. The caller must call Stop. Apache's parent dies
+// with the calling thread's process (Pdeathsig) and runs in its own
+// process group.
+func StartProcess(base string, cfg Config) (*Instance, error) {
+	bin, err := Find()
+	if err != nil {
+		return nil, fmt.Errorf("apache not available: %w", err)
+	}
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return nil, err
+	}
+	dir, docroot, err := layout(base, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if os.Geteuid() == 0 {
+		// layout opened base up to its first world-searchable parent;
+		// a 0700 directory further up still locks www-data out.
+		for d := filepath.Dir(base); d != "/" && d != "."; d = filepath.Dir(d) {
+			if st, err := os.Stat(d); err == nil && st.Mode().Perm()&0o001 == 0 {
+				return nil, fmt.Errorf("apache: %s is not searchable by other users; Apache's workers (www-data) cannot reach the docroot %s", d, docroot)
+			}
+		}
+	}
+	return startRetrying(bin, dir, docroot, cfg, nil)
+}
+
+// layout writes the httpd dir and the docroot under base.
+func layout(base string, cfg Config) (dir, docroot string, err error) {
+	mods, err := modulesDir()
+	if err != nil {
+		return "", "", err
+	}
 	// Apache's workers run as www-data: every directory from / down to
 	// the docroot must be searchable by it. t.TempDir() and its parent are
 	// 0700.
 	if err := openUp(base); err != nil {
-		t.Fatalf("apache harness: %v", err)
+		return "", "", err
 	}
-	dir, docroot := filepath.Join(base, "httpd"), filepath.Join(base, "docroot")
+	dir, docroot = filepath.Join(base, "httpd"), filepath.Join(base, "docroot")
 	content := cfg.DocRoot
 	if content == nil {
 		content = DefaultDocRoot()
 	}
 	for name, body := range content {
 		if err := writeFile(filepath.Join(docroot, filepath.FromSlash(name)), body); err != nil {
-			t.Fatalf("apache harness: %v", err)
+			return "", "", err
 		}
 	}
 	files := ManagedFiles()
@@ -300,51 +369,50 @@ func Start(t testing.TB, cfg Config) *Instance {
 	}
 	for name, body := range files {
 		if err := writeFile(filepath.Join(dir, filepath.FromSlash(name)), body); err != nil {
-			t.Fatalf("apache harness: %v", err)
+			return "", "", err
 		}
 	}
 	for name, target := range ManagedSymlinks() {
 		p := filepath.Join(dir, filepath.FromSlash(name))
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatalf("apache harness: %v", err)
+			return "", "", err
 		}
 		if err := os.Symlink(target, p); err != nil {
-			t.Fatalf("apache harness: %v", err)
+			return "", "", err
 		}
 	}
 	for _, d := range []string{"logs", "run"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatalf("apache harness: %v", err)
+			return "", "", err
 		}
 	}
 	if err := os.Symlink(mods, filepath.Join(dir, "modules")); err != nil {
-		t.Fatalf("apache harness: %v", err)
+		return "", "", err
 	}
+	return dir, docroot, nil
+}
 
+// startRetrying starts Apache, trying another port when the one picked
+// was taken meanwhile; retry (optional) hears about each retried attempt.
+func startRetrying(bin, dir, docroot string, cfg Config, retry func(attempt int, err error)) (*Instance, error) {
+	if cfg.StartTimeout == 0 {
+		cfg.StartTimeout = 15 * time.Second
+	}
 	var lastErr error
 	for attempt := 1; attempt <= startAttempts; attempt++ {
 		in, err := start(bin, dir, docroot, cfg)
 		if err == nil {
-			t.Cleanup(func() {
-				if t.Failed() {
-					if b, err := os.ReadFile(in.ErrorLog); err == nil && len(b) > 0 {
-						t.Logf("apache error_log (%s):\n%s", in.ErrorLog, b)
-					}
-				}
-				if err := in.Stop(); err != nil {
-					t.Errorf("apache harness: stop: %v", err)
-				}
-			})
-			return in
+			return in, nil
 		}
 		lastErr = err
 		if !errors.Is(err, errBind) {
 			break
 		}
-		t.Logf("apache harness: attempt %d: %v; retrying with another port", attempt, err)
+		if retry != nil {
+			retry(attempt, err)
+		}
 	}
-	t.Fatalf("apache harness: start: %v", lastErr)
-	return nil
+	return nil, lastErr
 }
 
 var errBind = errors.New("port already in use")

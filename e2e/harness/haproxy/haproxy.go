@@ -209,6 +209,47 @@ func Start(t testing.TB, cfg Config) *Instance {
 	return nil
 }
 
+// Find returns the path of the HAProxy binary (BinaryEnv, then
+// /usr/sbin/haproxy, then $PATH), for programs that cannot use Require.
+func Find() (string, error) { return findBinary() }
+
+// StartProcess is Start for a program rather than a test (e.g. make
+// demo): it writes the config into dir (created if missing), starts
+// HAProxy in the foreground as a child of the caller and returns once the
+// runtime API answers. The caller must call Stop; HAProxy dies with the
+// calling thread's process (Pdeathsig).
+func StartProcess(dir string, cfg Config) (*Instance, error) {
+	bin, err := Find()
+	if err != nil {
+		return nil, fmt.Errorf("haproxy not available: %w", err)
+	}
+	cfg.setDefaults()
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("haproxy: Config.Servers is empty")
+	}
+	if len(filepath.Join(dir, "hap.sock")) > maxSunPath {
+		return nil, fmt.Errorf("haproxy: %s is too long for a unix socket path (at most %d bytes)", filepath.Join(dir, "hap.sock"), maxSunPath)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for attempt := 1; attempt <= startAttempts; attempt++ {
+		inst, err := start(bin, dir, cfg)
+		if err == nil {
+			return inst, nil
+		}
+		lastErr = err
+		if !errors.Is(err, errBind) {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+// LogPath is the file HAProxy's stdout and stderr go to.
+func (in *Instance) LogPath() string { return in.logPath }
+
 // errBind marks a start that failed because the frontend port was taken.
 var errBind = errors.New("frontend port already in use")
 
