@@ -141,6 +141,9 @@ func (p *plan) addNode(raw, name string, kind nodeKind, perm fs.FileMode, create
 	return nil
 }
 
+// fsync is f.Sync; tests replace it to count the per-file syncs.
+var fsync = func(f *os.File) error { return f.Sync() }
+
 // writer writes a plan into a directory through an os.Root.
 type writer struct {
 	root    *os.Root
@@ -153,8 +156,9 @@ type writer struct {
 
 // writeTree writes the plan into dir, which is empty: directories first (parents before
 // children), then files, then symlinks, so that no file is ever opened through a symlink
-// created from the archive; then it sets directory modes and fsyncs directories from the
-// deepest up, ending with dir itself, which gets mode 0o755.
+// created from the archive; then it sets directory modes from the deepest up, ending with dir
+// itself, which gets mode 0o755; then it makes the whole tree durable (see syncTree). Where
+// perFileSync is set instead, every file and directory is fsynced as it is finished.
 func writeTree(dir string, p *plan, size int64, lim Limits) (Result, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
@@ -201,12 +205,18 @@ func writeTree(dir string, p *plan, size int64, lim Limits) (Result, error) {
 	if err := w.finishDir(".", 0o755); err != nil {
 		return Result{}, fmt.Errorf("safezip: finishing %s: %w", dir, err)
 	}
+	if !perFileSync {
+		if err := syncTree(dir); err != nil {
+			return Result{}, fmt.Errorf("safezip: making the extracted tree durable: %w", err)
+		}
+	}
 	w.res.Bytes = w.written
 	w.res.Skipped = p.skipped
 	return w.res, nil
 }
 
-// finishDir sets a directory's final mode through its descriptor and fsyncs it.
+// finishDir sets a directory's final mode through its descriptor (and fsyncs it where
+// perFileSync is set).
 func (w *writer) finishDir(name string, perm fs.FileMode) error {
 	d, err := w.root.Open(name)
 	if err != nil {
@@ -224,14 +234,16 @@ func (w *writer) finishDir(name string, perm fs.FileMode) error {
 	if err := d.Chmod(perm); err != nil {
 		return err
 	}
-	if err := d.Sync(); err != nil {
-		return err
+	if perFileSync {
+		if err := fsync(d); err != nil {
+			return err
+		}
 	}
 	return d.Close()
 }
 
 // writeFile streams one regular file entry to disk, enforcing the byte limits, then sets its
-// mode and fsyncs it.
+// mode (and fsyncs it where perFileSync is set).
 func (w *writer) writeFile(it item) error {
 	rc, err := it.f.Open()
 	if err != nil {
@@ -267,8 +279,10 @@ func (w *writer) writeFile(it item) error {
 	if err := out.Chmod(it.perm); err != nil {
 		return &EntryError{Name: it.f.Name, Reason: "setting file mode", Err: err}
 	}
-	if err := out.Sync(); err != nil {
-		return &EntryError{Name: it.f.Name, Reason: "syncing file", Err: err}
+	if perFileSync {
+		if err := fsync(out); err != nil {
+			return &EntryError{Name: it.f.Name, Reason: "syncing file", Err: err}
+		}
 	}
 	if err := out.Close(); err != nil {
 		return &EntryError{Name: it.f.Name, Reason: "closing file", Err: err}
