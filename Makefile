@@ -25,8 +25,13 @@ test:
 test-short:
 	$(GO) test -short ./...
 
+# demo runs the main job locally (README): a control plane, agents, Apache,
+# HAProxy and a full production pipeline execution, until Ctrl-C
+# (DEMO_EXIT=1: check the outcome and exit). Built, not `go run`, so Ctrl-C
+# and the exit status reach the demo itself.
 demo: build
-	$(GO) run ./e2e/demo --bin $(BIN)
+	$(GO) build -o $(BIN)/deckhand-demo ./e2e/demo
+	$(BIN)/deckhand-demo --bin $(BIN)
 
 bench: build
 	$(GO) run ./e2e/bench/fleet --bin $(BIN)

@@ -205,7 +205,7 @@ func (d *demo) main() error {
 		return fmt.Errorf("sample project: %w", err)
 	}
 	d.repo = repo
-	d.say("sample project demo-site %s committed to %s: build.sh puts 3 AEM packages (core <- ui.frontend <- ui.apps) and a dispatcher config into target/ and ui.frontend/target/; scan.sh writes the code-quality metrics", release, repo)
+	d.say("sample project demo-site %s in git repository %s (3 AEM packages core <- ui.frontend <- ui.apps, a dispatcher config)", release, repo)
 
 	if err := d.startDispatchers(); err != nil {
 		return err
@@ -378,32 +378,42 @@ func (d *demo) serverConfig() string {
 }
 
 func (d *demo) startServer() error {
-	d.addr = mustFreeAddr()
-	d.serverMetric = mustFreeAddr()
 	cfgPath := filepath.Join(d.dir, "server.yaml")
-	if err := os.WriteFile(cfgPath, []byte(d.serverConfig()), 0o600); err != nil {
-		return err
-	}
-	p, err := d.spawn("server", nil, filepath.Join(d.bin, "deckhand-server"), "--config", cfgPath)
-	if err != nil {
-		return err
-	}
 	d.creds = filepath.Join(d.dir, "server", "admin-credentials.yaml")
-	err = poll(d.ctx, 30*time.Second, 50*time.Millisecond, func() bool {
+	for attempt := 1; ; attempt++ {
+		d.addr = mustFreeAddr()
+		d.serverMetric = mustFreeAddr()
+		if err := os.WriteFile(cfgPath, []byte(d.serverConfig()), 0o600); err != nil {
+			return err
+		}
+		p, err := d.spawn("server", nil, filepath.Join(d.bin, "deckhand-server"), "--config", cfgPath)
+		if err != nil {
+			return err
+		}
+		err = poll(d.ctx, 30*time.Second, 50*time.Millisecond, func() bool {
+			if p.exited() {
+				return true
+			}
+			if _, err := os.Stat(d.creds); err != nil {
+				return false
+			}
+			_, err := d.deckctl("whoami")
+			return err == nil
+		})
 		if p.exited() {
-			return true
+			// Another program took the port between picking and binding.
+			if strings.Contains(tail(p.log, 5), "address already in use") && attempt < 3 {
+				continue
+			}
+			return fmt.Errorf("deckhand-server exited: %s", tail(p.log, 3))
 		}
-		if _, err := os.Stat(d.creds); err != nil {
-			return false
+		if err != nil {
+			if d.ctx.Err() != nil {
+				return errStopped
+			}
+			return fmt.Errorf("deckhand-server did not answer on %s: %w; see %s", d.addr, err, p.log)
 		}
-		_, err := d.deckctl("whoami")
-		return err == nil
-	})
-	if p.exited() {
-		return fmt.Errorf("deckhand-server exited: %s", tail(p.log, 3))
-	}
-	if err != nil {
-		return fmt.Errorf("deckhand-server did not answer on %s: %w; see %s", d.addr, err, p.log)
+		break
 	}
 	d.say("deckhand-server on %s (TLS with its own CA; config %s); its first start wrote the admin credentials to %s", d.addr, cfgPath, d.creds)
 	d.say("below, deckctl means: %s --credentials %s (or export DECKHAND_CREDENTIALS=%s)", filepath.Join(d.bin, "deckctl"), d.creds, d.creds)
@@ -605,6 +615,25 @@ func (d *demo) siteURLs() []string {
 // installed.
 func (d *demo) curl(url string) (int, string, error) {
 	d.out.printf("\n$ curl -s %s\n", url)
+	if path, err := exec.LookPath("curl"); err == nil {
+		ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, path, "-sS", "--max-time", "5", "-w", "\n%{http_code}", url).CombinedOutput()
+		text := strings.TrimRight(string(out), "\n")
+		i := strings.LastIndexByte(text, '\n')
+		if err != nil {
+			d.out.block("  ", text)
+			return 0, "", fmt.Errorf("curl %s: %v: %s", url, err, text)
+		}
+		// The body, then the newline and status -w added.
+		body, status := "", text
+		if i >= 0 {
+			body, status = text[:i], text[i+1:]
+		}
+		d.out.block("  ", body)
+		code, _ := strconv.Atoi(status)
+		return code, body, nil
+	}
 	code, body, err := get(url)
 	if err != nil {
 		d.out.block("  ", "curl: "+err.Error())

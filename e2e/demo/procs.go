@@ -160,12 +160,26 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
+var (
+	portsMu sync.Mutex
+	handed  = map[string]bool{}
+)
+
+// mustFreeAddr picks a free loopback address it has not handed out
+// before (the kernel may offer a released port again).
 func mustFreeAddr() string {
-	a, err := freeAddr()
-	if err != nil {
-		panic(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for {
+		a, err := freeAddr()
+		if err != nil {
+			panic(err)
+		}
+		if !handed[a] {
+			handed[a] = true
+			return a
+		}
 	}
-	return a
 }
 
 var httpClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
