@@ -9,9 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,8 +17,8 @@ import (
 	"github.com/deckhand-dev/deckhand/controlplane/api"
 	"github.com/deckhand-dev/deckhand/controlplane/artifacts"
 	"github.com/deckhand-dev/deckhand/controlplane/auth"
-	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/pipeline"
+	"github.com/deckhand-dev/deckhand/controlplane/pipeline/pipelinetest"
 	"github.com/deckhand-dev/deckhand/controlplane/server"
 	"github.com/deckhand-dev/deckhand/controlplane/server/servertest"
 	"github.com/deckhand-dev/deckhand/controlplane/store"
@@ -37,60 +34,12 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-const topology = `
-environments:
-  - name: stage
-    type: stage
-    hosts:
-      - {id: s-author, role: author}
-      - {id: s-publish1, role: publish, pair: 1}
-      - {id: s-dispatcher1, role: dispatcher, pair: 1}
-  - name: prod
-    type: prod
-    hosts:
-      - {id: author1, role: author}
-      - {id: publish1, role: publish, pair: 1}
-      - {id: dispatcher1, role: dispatcher, pair: 1}
-  - name: tools
-    type: dev
-    hosts:
-      - {id: builder1, role: builder}
-`
-
-var allHosts = []string{"s-author", "s-publish1", "s-dispatcher1", "author1", "publish1", "dispatcher1", "builder1"}
-
-// httpGates returns configured metrics per action; the real gates have their
-// own tests, here only how the API shows and overrides them matters.
-type httpGates struct {
-	mu      sync.Mutex
-	metrics map[string][]pipeline.Metric
-}
-
-func (g *httpGates) get(a string) []pipeline.Metric {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.metrics[a]
-}
-
-func (g *httpGates) set(a string, ms ...pipeline.Metric) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.metrics[a] = ms
-}
-
-func (g *httpGates) CodeQuality(context.Context, *config.Pipeline, []byte) ([]pipeline.Metric, error) {
-	return g.get(pipeline.ActionCodeQuality), nil
-}
-func (g *httpGates) Security(context.Context, *config.Pipeline, *config.Environment) ([]pipeline.Metric, error) {
-	return g.get(pipeline.ActionSecurityTest), nil
-}
-func (g *httpGates) Performance(context.Context, *config.Pipeline, *config.Environment) ([]pipeline.Metric, error) {
-	return g.get(pipeline.ActionLoadTest), nil
-}
-
-func pass(kpi string) pipeline.Metric {
-	return pipeline.Metric{ID: kpi, KPI: kpi, Severity: "important", Passed: true, ActualValue: "A", ExpectedValue: "A", Comparator: "GTE"}
-}
+var (
+	topology = pipelinetest.Topology
+	allHosts = pipelinetest.Hosts
+	pass     = pipelinetest.Pass
+	gitRepo  = pipelinetest.GitRepo
+)
 
 // The pipeline configures code scanning only: the security and
 // performance steps are planned (and skipped), and this test does not
@@ -116,39 +65,17 @@ type fixture struct {
 	c      *servertest.Control
 	sim    *servertest.Sim
 	clock  *clock.Fake
-	gates  *httpGates
+	gates  *pipelinetest.Gates
 	base   string
 	client *http.Client
-}
-
-// gitRepo makes a bare repository with a main branch for Validation.
-func gitRepo(t *testing.T) string {
-	dir := t.TempDir()
-	bare := filepath.Join(dir, "site.git")
-	work := filepath.Join(dir, "work")
-	run := func(d string, args ...string) {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = d
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t")
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "git %v: %s", args, out)
-	}
-	require.NoError(t, os.MkdirAll(work, 0o755))
-	run(dir, "init", "-q", "--bare", bare)
-	run(work, "init", "-q", "-b", "main")
-	require.NoError(t, os.WriteFile(filepath.Join(work, "pom.xml"), []byte("<project/>"), 0o644))
-	run(work, "add", ".")
-	run(work, "commit", "-q", "-m", "init")
-	run(work, "push", "-q", bare, "main")
-	return bare
 }
 
 // setup starts a control plane with the HTTP API on a loopback port; with
 // agents, it also starts simulated hosts and a pipeline that can run.
 func setup(t *testing.T, agents bool) *fixture {
 	f := &fixture{t: t, sim: servertest.NewSim(), clock: clock.NewFake(time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)),
-		gates: &httpGates{metrics: map[string][]pipeline.Metric{}}}
-	f.gates.set(pipeline.ActionCodeQuality, pass("coverage"))
+		gates: pipelinetest.NewGates()}
+	f.gates.Set(pipeline.ActionCodeQuality, pass("coverage"))
 	repo := "/nonexistent"
 	if agents {
 		repo = gitRepo(t)
@@ -455,7 +382,7 @@ func TestExecutionAPI(t *testing.T) {
 	f.call("PUT", start+"?artifactSet=a", deployer, `{"artifactSet":"b"}`).problem(t, 400, "in the query")
 
 	// Execution 1 stops at the code quality gate.
-	f.gates.set(pipeline.ActionCodeQuality, lowCoverage)
+	f.gates.Set(pipeline.ActionCodeQuality, lowCoverage)
 	a = f.call("PUT", start+"?pipelineExecutionMode=NORMAL", deployer, "")
 	require.Equal(t, http.StatusCreated, a.code, "%s", a.body)
 	var e1 api.ExecutionJSON
@@ -621,7 +548,7 @@ func TestExecutionAPI(t *testing.T) {
 	// Execution 2: a running stage deployment can be cancelled but not
 	// advanced; then a schedule for later, cancelled while it waits for
 	// its time.
-	f.gates.set(pipeline.ActionCodeQuality, pass("coverage"))
+	f.gates.Set(pipeline.ActionCodeQuality, pass("coverage"))
 	hold := f.sim.Gate("install.s-author")
 	a = f.call("PUT", start, admin, "")
 	require.Equal(t, http.StatusCreated, a.code, "%s", a.body)

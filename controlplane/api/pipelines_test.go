@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/deckhand-dev/deckhand/controlplane/artifacts"
-	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/pipeline"
+	"github.com/deckhand-dev/deckhand/controlplane/pipeline/pipelinetest"
 	"github.com/deckhand-dev/deckhand/controlplane/server"
 	"github.com/deckhand-dev/deckhand/controlplane/server/servertest"
 	"github.com/deckhand-dev/deckhand/controlplane/store"
@@ -30,55 +30,10 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-const psTopology = `
-environments:
-  - name: stage
-    type: stage
-    hosts:
-      - {id: s-author, role: author}
-      - {id: s-publish1, role: publish, pair: 1}
-      - {id: s-dispatcher1, role: dispatcher, pair: 1, url: "http://127.0.0.1:9"}
-  - name: prod
-    type: prod
-    hosts:
-      - {id: author1, role: author}
-      - {id: publish1, role: publish, pair: 1}
-      - {id: dispatcher1, role: dispatcher, pair: 1}
-  - name: tools
-    type: dev
-    hosts:
-      - {id: builder1, role: builder}
-`
-
-var psHosts = []string{"s-author", "s-publish1", "s-dispatcher1", "author1", "publish1", "dispatcher1", "builder1"}
-
-// psGates returns the metrics the test set per action.
-type psGates struct {
-	mu      sync.Mutex
-	metrics map[string][]pipeline.Metric
-}
-
-func (g *psGates) get(a string) []pipeline.Metric {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.metrics[a]
-}
-
-func (g *psGates) set(a string, ms ...pipeline.Metric) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.metrics[a] = ms
-}
-
-func (g *psGates) CodeQuality(context.Context, *config.Pipeline, []byte) ([]pipeline.Metric, error) {
-	return g.get(pipeline.ActionCodeQuality), nil
-}
-func (g *psGates) Security(context.Context, *config.Pipeline, *config.Environment) ([]pipeline.Metric, error) {
-	return g.get(pipeline.ActionSecurityTest), nil
-}
-func (g *psGates) Performance(context.Context, *config.Pipeline, *config.Environment) ([]pipeline.Metric, error) {
-	return g.get(pipeline.ActionLoadTest), nil
-}
+var (
+	psTopology = pipelinetest.Topology
+	psHosts    = pipelinetest.Hosts
+)
 
 // psMetric builds a gate metric. The severity is spelled out as constants
 // so this file needs no import of package gates, whose name the package's
@@ -98,7 +53,7 @@ type psFixture struct {
 	t       *testing.T
 	c       *servertest.Control
 	clock   *clock.Fake
-	gates   *psGates
+	gates   *pipelinetest.Gates
 	mu      sync.Mutex
 	clients map[string]pb.PipelineServiceClient
 }
@@ -127,11 +82,11 @@ func psGitRepo(t *testing.T) string {
 // pipelineExtra), sim hosts, and one operator per role whose token is
 // "ps-<role>".
 func psSetup(t *testing.T, pipelineExtra string) *psFixture {
-	f := &psFixture{t: t, clock: clock.NewFake(time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)), gates: &psGates{metrics: map[string][]pipeline.Metric{}},
+	f := &psFixture{t: t, clock: clock.NewFake(time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)), gates: pipelinetest.NewGates(),
 		clients: map[string]pb.PipelineServiceClient{}}
-	f.gates.set(pipeline.ActionCodeQuality, psMetric("coverage", "important", true))
-	f.gates.set(pipeline.ActionSecurityTest, psMetric("crxde_blocked", "critical", true))
-	f.gates.set(pipeline.ActionLoadTest, psMetric("error_rate", "critical", true))
+	f.gates.Set(pipeline.ActionCodeQuality, psMetric("coverage", "important", true))
+	f.gates.Set(pipeline.ActionSecurityTest, psMetric("crxde_blocked", "critical", true))
+	f.gates.Set(pipeline.ActionLoadTest, psMetric("error_rate", "critical", true))
 	extra := fmt.Sprintf(`
 programs:
   - name: wknd
@@ -245,7 +200,7 @@ func psAdvance(step string, a any) *pb.AdvanceRequest {
 // does not need were refused, and follows it on the watch stream.
 func TestPipelineServiceWholeExecution(t *testing.T) {
 	f := psSetup(t, "        approval: true\n        schedule: true\n        cse_support: true\n")
-	f.gates.set(pipeline.ActionCodeQuality, psMetric("coverage", "important", false), psMetric("reliability_rating", "important", false), psMetric("bugs", "informational", false))
+	f.gates.Set(pipeline.ActionCodeQuality, psMetric("coverage", "important", false), psMetric("reliability_rating", "important", false), psMetric("bugs", "informational", false))
 	ctx := psCtx(t)
 
 	list, err := f.as("viewer").ListPipelines(ctx, &pb.ListPipelinesRequest{})
@@ -424,7 +379,7 @@ func TestPipelineServiceEmergencyRejectCancelAndInput(t *testing.T) {
 	require.Equal(t, codes.FailedPrecondition, status.Code(err))
 
 	// A gate rejected by a deployer ends the execution CANCELLED.
-	f.gates.set(pipeline.ActionCodeQuality, psMetric("coverage", "important", false))
+	f.gates.Set(pipeline.ActionCodeQuality, psMetric("coverage", "important", false))
 	e, err = f.as("deployer").CreateExecution(ctx, &pb.CreateExecutionRequest{Program: "wknd", Pipeline: "main"})
 	require.NoError(t, err)
 	f.waitFor(e.Id, pipeline.ActionCodeQuality, pipeline.StepWaiting)

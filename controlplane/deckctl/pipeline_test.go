@@ -7,20 +7,18 @@ package deckctl_test
 // the way of the package's other tests.
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/deckhand-dev/deckhand/controlplane/artifacts"
-	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/pipeline"
+	"github.com/deckhand-dev/deckhand/controlplane/pipeline/pipelinetest"
 	"github.com/deckhand-dev/deckhand/controlplane/server"
 	"github.com/deckhand-dev/deckhand/controlplane/server/servertest"
 	"github.com/deckhand-dev/deckhand/pkg/aempkg/aempkgtest"
@@ -29,54 +27,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-const plTopology = `
-environments:
-  - name: stage
-    type: stage
-    hosts:
-      - {id: s-author, role: author}
-      - {id: s-publish1, role: publish, pair: 1}
-      - {id: s-dispatcher1, role: dispatcher, pair: 1, url: "http://127.0.0.1:9"}
-  - name: prod
-    type: prod
-    hosts:
-      - {id: author1, role: author}
-      - {id: publish1, role: publish, pair: 1}
-      - {id: dispatcher1, role: dispatcher, pair: 1}
-  - name: tools
-    type: dev
-    hosts:
-      - {id: builder1, role: builder}
-`
-
-var plHosts = []string{"s-author", "s-publish1", "s-dispatcher1", "author1", "publish1", "dispatcher1", "builder1"}
-
-type plGates struct {
-	mu      sync.Mutex
-	metrics map[string][]pipeline.Metric
-}
-
-func (g *plGates) get(a string) []pipeline.Metric {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.metrics[a]
-}
-
-func (g *plGates) set(a string, ms ...pipeline.Metric) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.metrics[a] = ms
-}
-
-func (g *plGates) CodeQuality(context.Context, *config.Pipeline, []byte) ([]pipeline.Metric, error) {
-	return g.get(pipeline.ActionCodeQuality), nil
-}
-func (g *plGates) Security(context.Context, *config.Pipeline, *config.Environment) ([]pipeline.Metric, error) {
-	return g.get(pipeline.ActionSecurityTest), nil
-}
-func (g *plGates) Performance(context.Context, *config.Pipeline, *config.Environment) ([]pipeline.Metric, error) {
-	return g.get(pipeline.ActionLoadTest), nil
-}
+var (
+	plTopology = pipelinetest.Topology
+	plHosts    = pipelinetest.Hosts
+)
 
 // plMetric builds a gate metric; severity is one of the three constants.
 func plMetric(kpi, severity string, passed bool, actual, expected string) pipeline.Metric {
@@ -94,7 +48,7 @@ type plFixture struct {
 	t     *testing.T
 	c     *servertest.Control
 	clock *clock.Fake
-	gates *plGates
+	gates *pipelinetest.Gates
 	// creds are credentials files by role ("admin" is the first admin).
 	creds map[string]string
 }
@@ -123,10 +77,10 @@ func plGitRepo(t *testing.T) string {
 // pipelineExtra) and sim hosts, and creates one operator per role with
 // deckctl admins create --write, as a person would.
 func plSetup(t *testing.T, pipelineExtra string) *plFixture {
-	f := &plFixture{t: t, clock: clock.NewFake(time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)), gates: &plGates{metrics: map[string][]pipeline.Metric{}}, creds: map[string]string{}}
-	f.gates.set(pipeline.ActionCodeQuality, plMetric("coverage", "important", true, "80", "50"))
-	f.gates.set(pipeline.ActionSecurityTest, plMetric("crxde_blocked", "critical", true, "true", "true"))
-	f.gates.set(pipeline.ActionLoadTest, plMetric("error_rate", "critical", true, "0", "2"))
+	f := &plFixture{t: t, clock: clock.NewFake(time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)), gates: pipelinetest.NewGates(), creds: map[string]string{}}
+	f.gates.Set(pipeline.ActionCodeQuality, plMetric("coverage", "important", true, "80", "50"))
+	f.gates.Set(pipeline.ActionSecurityTest, plMetric("crxde_blocked", "critical", true, "true", "true"))
+	f.gates.Set(pipeline.ActionLoadTest, plMetric("error_rate", "critical", true, "0", "2"))
 	extra := fmt.Sprintf(`
 programs:
   - name: wknd
@@ -212,7 +166,7 @@ func (f *plFixture) waitUntilWaiting(action string) string {
 
 func TestDeckctlPipelineExecutionEveryWaitingStep(t *testing.T) {
 	f := plSetup(t, "        approval: true\n        schedule: true\n        cse_support: true\n")
-	f.gates.set(pipeline.ActionCodeQuality,
+	f.gates.Set(pipeline.ActionCodeQuality,
 		plMetric("coverage", "important", false, "30", "50"),
 		plMetric("reliability_rating", "important", false, "D", "C"),
 		plMetric("security_rating", "critical", true, "A", "B"),

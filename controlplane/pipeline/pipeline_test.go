@@ -3,17 +3,13 @@ package pipeline_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/deckhand-dev/deckhand/controlplane/artifacts"
-	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/pipeline"
+	"github.com/deckhand-dev/deckhand/controlplane/pipeline/pipelinetest"
 	"github.com/deckhand-dev/deckhand/controlplane/server"
 	"github.com/deckhand-dev/deckhand/controlplane/server/servertest"
 	"github.com/deckhand-dev/deckhand/pkg/aempkg/aempkgtest"
@@ -22,97 +18,27 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-const topology = `
-environments:
-  - name: stage
-    type: stage
-    hosts:
-      - {id: s-author, role: author}
-      - {id: s-publish1, role: publish, pair: 1}
-      - {id: s-dispatcher1, role: dispatcher, pair: 1, url: "http://127.0.0.1:9"}
-  - name: prod
-    type: prod
-    hosts:
-      - {id: author1, role: author}
-      - {id: publish1, role: publish, pair: 1}
-      - {id: dispatcher1, role: dispatcher, pair: 1}
-  - name: tools
-    type: dev
-    hosts:
-      - {id: builder1, role: builder}
-`
-
-var allHosts = []string{"s-author", "s-publish1", "s-dispatcher1", "author1", "publish1", "dispatcher1", "builder1"}
-
-// gates returns configured metrics per action (the real gates have their
-// own tests; here only the pipeline's handling of the verdicts matters).
-type gates struct {
-	mu      sync.Mutex
-	metrics map[string][]pipeline.Metric
-}
-
-func (g *gates) get(a string) []pipeline.Metric {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.metrics[a]
-}
-
-func (g *gates) set(a string, ms ...pipeline.Metric) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.metrics[a] = ms
-}
-
-func (g *gates) CodeQuality(context.Context, *config.Pipeline, []byte) ([]pipeline.Metric, error) {
-	return g.get(pipeline.ActionCodeQuality), nil
-}
-func (g *gates) Security(context.Context, *config.Pipeline, *config.Environment) ([]pipeline.Metric, error) {
-	return g.get(pipeline.ActionSecurityTest), nil
-}
-func (g *gates) Performance(context.Context, *config.Pipeline, *config.Environment) ([]pipeline.Metric, error) {
-	return g.get(pipeline.ActionLoadTest), nil
-}
-
-func pass(kpi string) pipeline.Metric {
-	return pipeline.Metric{ID: kpi, KPI: kpi, Severity: "important", Passed: true, ActualValue: "A", ExpectedValue: "A", Comparator: "GTE"}
-}
+var (
+	topology = pipelinetest.Topology
+	allHosts = pipelinetest.Hosts
+	pass     = pipelinetest.Pass
+	gitRepo  = pipelinetest.GitRepo
+)
 
 type fixture struct {
 	t     *testing.T
 	c     *servertest.Control
 	sim   *servertest.Sim
 	clock *clock.Fake
-	gates *gates
+	gates *pipelinetest.Gates
 	repo  string
 }
 
-// gitRepo makes a bare repository with a main branch.
-func gitRepo(t *testing.T) string {
-	dir := t.TempDir()
-	bare := filepath.Join(dir, "site.git")
-	work := filepath.Join(dir, "work")
-	run := func(d string, args ...string) {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = d
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t")
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "git %v: %s", args, out)
-	}
-	require.NoError(t, os.MkdirAll(work, 0o755))
-	run(dir, "init", "-q", "--bare", bare)
-	run(work, "init", "-q", "-b", "main")
-	require.NoError(t, os.WriteFile(filepath.Join(work, "pom.xml"), []byte("<project/>"), 0o644))
-	run(work, "add", ".")
-	run(work, "commit", "-q", "-m", "init")
-	run(work, "push", "-q", bare, "main")
-	return bare
-}
-
 func setup(t *testing.T, pipelineExtra string) *fixture {
-	f := &fixture{t: t, sim: servertest.NewSim(), clock: clock.NewFake(time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)), gates: &gates{metrics: map[string][]pipeline.Metric{}}, repo: gitRepo(t)}
-	f.gates.set(pipeline.ActionCodeQuality, pass("coverage"))
-	f.gates.set(pipeline.ActionSecurityTest, pass("crxde_blocked"))
-	f.gates.set(pipeline.ActionLoadTest, pass("error_rate"))
+	f := &fixture{t: t, sim: servertest.NewSim(), clock: clock.NewFake(time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)), gates: pipelinetest.NewGates(), repo: gitRepo(t)}
+	f.gates.Set(pipeline.ActionCodeQuality, pass("coverage"))
+	f.gates.Set(pipeline.ActionSecurityTest, pass("crxde_blocked"))
+	f.gates.Set(pipeline.ActionLoadTest, pass("error_rate"))
 	programs := fmt.Sprintf(`
 programs:
   - name: wknd
@@ -257,7 +183,7 @@ func TestBuildFailureKeepsItsLog(t *testing.T) {
 
 func TestCriticalGateFailureFails(t *testing.T) {
 	f := setup(t, "")
-	f.gates.set(pipeline.ActionCodeQuality, pipeline.Metric{ID: "security_rating", KPI: "security_rating", Severity: "critical", ActualValue: "D", ExpectedValue: "B", Comparator: "GTE"})
+	f.gates.Set(pipeline.ActionCodeQuality, pipeline.Metric{ID: "security_rating", KPI: "security_rating", Severity: "critical", ActualValue: "D", ExpectedValue: "B", Comparator: "GTE"})
 	e := f.done(f.start(pipeline.StartOptions{}).ID)
 	require.Equal(t, pipeline.ExecFailed, e.Status)
 	require.Contains(t, e.Reason, "critical gate failure: security_rating")
@@ -268,7 +194,7 @@ func TestImportantGateFailureOverriddenOrRejected(t *testing.T) {
 	f := setup(t, "")
 	cov := pipeline.Metric{ID: "coverage", KPI: "coverage", Severity: "important", ActualValue: "30", ExpectedValue: "50", Comparator: "GTE"}
 	rel := pipeline.Metric{ID: "reliability_rating", KPI: "reliability_rating", Severity: "important", ActualValue: "D", ExpectedValue: "C", Comparator: "GTE"}
-	f.gates.set(pipeline.ActionCodeQuality, cov, rel)
+	f.gates.Set(pipeline.ActionCodeQuality, cov, rel)
 
 	e := f.start(pipeline.StartOptions{})
 	e = f.waitStep(e.ID, pipeline.ActionCodeQuality, pipeline.StepWaiting)
