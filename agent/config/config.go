@@ -12,6 +12,7 @@ import (
 	"github.com/deckhand-dev/deckhand/agent/build"
 	"github.com/deckhand-dev/deckhand/agent/dispatcher"
 	"github.com/deckhand-dev/deckhand/agent/lbtask"
+	"github.com/deckhand-dev/deckhand/pkg/netaddr"
 	"github.com/deckhand-dev/deckhand/pkg/yamlconf"
 )
 
@@ -72,18 +73,6 @@ type Config struct {
 	Dispatcher *dispatcher.Config `yaml:"dispatcher"`
 }
 
-func isLoopback(addr string) bool {
-	h, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
-}
-
 var hostPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // Load reads and validates an agent config file.
@@ -122,7 +111,7 @@ func (c *Config) validate() error {
 	if c.DataDir == "" {
 		return yamlconf.Errorf(c.File, 0, "data_dir is required")
 	}
-	if c.Insecure && !isLoopback(c.Server) {
+	if c.Insecure && !netaddr.IsLoopback(c.Server) {
 		return yamlconf.Errorf(c.File, 0, "insecure: true is only allowed with a loopback server address, not %q", c.Server)
 	}
 	if c.Reconnect.MaxBackoff == 0 {

@@ -10,8 +10,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/deckhand-dev/deckhand/controlplane/pki"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/deckhand-dev/deckhand/pkg/netaddr"
 )
 
 // HTTPServer serves the HTTP API on its own listener (config http_listen).
@@ -37,14 +38,14 @@ func ListenHTTP(addr string, tlsCfg *tls.Config, h http.Handler, log hclog.Logge
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	if tlsCfg == nil && !pki.IsLoopback(addr) {
+	if tlsCfg == nil && !netaddr.IsLoopback(addr) {
 		return nil, fmt.Errorf("refusing plain HTTP on http_listen %s: --dev-insecure turns off TLS and authentication, so it is allowed only on a loopback address", addr)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http_listen %s: %w", addr, err)
 	}
-	if tlsCfg == nil && !pki.IsLoopback(ln.Addr().String()) {
+	if tlsCfg == nil && !netaddr.IsLoopback(ln.Addr().String()) {
 		ln.Close()
 		return nil, fmt.Errorf("refusing plain HTTP on %s: not a loopback address", ln.Addr())
 	}

@@ -18,14 +18,16 @@ import (
 
 	"github.com/deckhand-dev/deckhand/controlplane/auth"
 	"github.com/deckhand-dev/deckhand/pkg/identity"
+	"github.com/deckhand-dev/deckhand/pkg/netaddr"
 
-	"github.com/deckhand-dev/deckhand/pkg/version"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+
+	"github.com/deckhand-dev/deckhand/pkg/version"
 )
 
 // globals are the flags every command shares.
@@ -135,7 +137,7 @@ func (g *globals) dial() (*grpc.ClientConn, error) {
 // bearer token or an admin client certificate.
 func (g *globals) transport() ([]grpc.DialOption, error) {
 	if g.insecure {
-		if !isLoopback(g.server) {
+		if !netaddr.IsLoopback(g.server) {
 			return nil, fmt.Errorf("--insecure is only for a --dev-insecure server on a loopback address, not %s", g.server)
 		}
 		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, nil
@@ -216,18 +218,6 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 }
 
 func (bearer) RequireTransportSecurity() bool { return true }
-
-func isLoopback(addr string) bool {
-	h, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
-}
 
 func (g *globals) ctx(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(cmd.Context(), g.timeout)

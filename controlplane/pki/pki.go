@@ -19,14 +19,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/deckhand-dev/deckhand/controlplane/store"
-	"github.com/deckhand-dev/deckhand/pkg/identity"
-	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/deckhand-dev/deckhand/controlplane/store"
+	"github.com/deckhand-dev/deckhand/pkg/identity"
+	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 )
 
 // Config is the TLS part of the server config.
@@ -347,17 +348,4 @@ func DefaultServerNames(listen string) []string {
 		names = append(names, hn)
 	}
 	return names
-}
-
-// IsLoopback reports whether a listen or dial address is on loopback.
-func IsLoopback(addr string) bool {
-	h, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }

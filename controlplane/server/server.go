@@ -14,6 +14,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
 	"github.com/deckhand-dev/deckhand/controlplane/api"
 	"github.com/deckhand-dev/deckhand/controlplane/artifacts"
 	"github.com/deckhand-dev/deckhand/controlplane/auth"
@@ -26,12 +31,9 @@ import (
 	"github.com/deckhand-dev/deckhand/pkg/clock"
 	"github.com/deckhand-dev/deckhand/pkg/identity"
 	"github.com/deckhand-dev/deckhand/pkg/metrics"
+	"github.com/deckhand-dev/deckhand/pkg/netaddr"
 	"github.com/deckhand-dev/deckhand/pkg/version"
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
-	"github.com/hashicorp/go-hclog"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 )
 
 // KeepaliveEnforcement is the server's policy for client pings; agents'
@@ -134,7 +136,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}
 	}
 	addr := ln.Addr().String()
-	if opts.DevInsecure && !pki.IsLoopback(addr) {
+	if opts.DevInsecure && !netaddr.IsLoopback(addr) {
 		ln.Close()
 		st.Close()
 		return nil, fmt.Errorf("refusing --dev-insecure on %s: it turns off TLS and authentication, so it is allowed only on a loopback address", addr)
