@@ -224,8 +224,8 @@ func BenchmarkDeploy(b *testing.B) {
 
 // TestGeneratedConfigDeploys keeps the benchmark's config honest: it is
 // valid for Apache and passes the include validator. It deploys a smaller
-// one than the benchmark (same shape): extraction fsyncs every file, which
-// costs seconds for 2,000 files on a busy disk.
+// one than the benchmark (same shape): creating thousands of files takes
+// seconds on a busy disk.
 func TestGeneratedConfigDeploys(t *testing.T) {
 	in := apache.Start(t, apache.Config{})
 	e := newApacheEnv(t, in, testlog.New(t, "dispatcher"))

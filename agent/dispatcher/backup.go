@@ -10,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/deckhand-dev/deckhand/agent/journal"
@@ -192,7 +194,12 @@ func (d *Dispatcher) takeBackup(t *worker.Task, kind string, extra func(*Backup)
 	if err := os.MkdirAll(filepath.Join(tmp, "tree"), 0o700); err != nil {
 		return Backup{}, err
 	}
+	// Hard links, not copies: creating an inode per file is what a backup
+	// of thousands of files costs, and the live tree that shares them is
+	// renamed away by the swap and deleted at commit. When the live tree
+	// stays (rollback, abort), commit and abort unshare the backup.
 	cp := newCopier(d.cfg.HTTPDDir, filepath.Join(tmp, "tree"))
+	cp.link = true
 	var dirs []string
 	for _, dir := range d.cfg.ManagedDirs {
 		if _, err := os.Lstat(filepath.Join(d.cfg.HTTPDDir, dir)); errors.Is(err, fs.ErrNotExist) {
@@ -237,6 +244,85 @@ func (d *Dispatcher) takeBackup(t *worker.Task, kind string, extra func(*Backup)
 	d.log.Info("backed up the config tree", "backup", id, "files", r.Files, "bytes", r.Bytes, "took", time.Since(start))
 	d.hit(FPAfterBackup)
 	return r, nil
+}
+
+// unshareBackup gives backup id files of its own. A backup's files are
+// hard links to the live tree it was taken of (takeBackup); when that tree
+// stays live — a rollback put it back, or the task ended before the swap —
+// an in-place edit of the live config would change the backup too. Each
+// file of the backup still linked elsewhere is copied into
+// <backup>/.unshare, the copies are made durable, then each is renamed
+// over its file: at every moment every name holds complete, identical
+// content, so a crash leaves a valid backup and a re-run finishes the job.
+// A failure is returned for the log: the backup is still valid, only
+// shared.
+func (d *Dispatcher) unshareBackup(id string) error {
+	if id == "" {
+		return nil
+	}
+	root := filepath.Join(d.backupPath(id), "tree")
+	tmp := filepath.Join(d.backupPath(id), ".unshare")
+	if err := removeTree(tmp); err != nil {
+		return err
+	}
+	var shared []string
+	err := filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			if p == root && errors.Is(err, fs.ErrNotExist) {
+				return filepath.SkipDir
+			}
+			return err
+		}
+		if !de.Type().IsRegular() {
+			return nil
+		}
+		fi, err := de.Info()
+		if err != nil {
+			return err
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+			shared = append(shared, p)
+		}
+		return nil
+	})
+	if err != nil || len(shared) == 0 {
+		return err
+	}
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return err
+	}
+	c := &copier{asRoot: os.Geteuid() == 0}
+	copies := make([]string, len(shared))
+	for i, p := range shared {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		q := filepath.Join(tmp, strconv.Itoa(i))
+		if _, _, err := copyFile(p, q); err != nil {
+			return err
+		}
+		if err := c.chown(q, fi); err != nil {
+			return err
+		}
+		if err := os.Chmod(q, fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+			return err
+		}
+		copies[i] = q
+	}
+	if err := syncFS(tmp); err != nil {
+		return err
+	}
+	for i, p := range shared {
+		if err := os.Rename(copies[i], p); err != nil {
+			return err
+		}
+	}
+	if err := syncFS(root); err != nil {
+		return err
+	}
+	d.log.Info("the backup no longer shares files with the live tree", "backup", id, "files", len(shared))
+	return removeTree(tmp)
 }
 
 // dropUnindexedBackup removes what an interrupted takeBackup of this task

@@ -12,6 +12,18 @@
 //     Failure names each missing file and the file:line referencing it;
 //     the live tree has not been touched.
 //  2. Back up the live managed dirs to <backup_dir>/<id>/ with a manifest.
+//     The backup's files are hard links to the live ones (a file that
+//     cannot be linked — chattr +i, another filesystem — is copied):
+//     creating an inode per file is most of what backing up thousands of
+//     small files costs, and the swap renames the live tree away and
+//     commit deletes it, leaving the backup the only name of its files.
+//     When the backed-up tree stays live (rollback, or a task that ended
+//     before the swap), commit or abort unshares the backup: every file
+//     still linked elsewhere is replaced, by an atomic rename of a synced
+//     copy, so an in-place edit of the live config cannot reach a backup.
+//     Such an edit during the deployment itself, before the swap, does
+//     reach it; restore then refuses the backup as damaged (every restore
+//     checks the backup against its manifest).
 //  3. Delete all configs but the immutable files, and
 //  4. extract the artifact into the httpd dir: both at once, by swapping
 //     the staged managed dirs in (below). The artifact's copies of
@@ -34,7 +46,8 @@
 //	<backup_dir>/                    default <data_dir>/backups
 //	  bk-<hash of task id>/
 //	    manifest.json                path, type, mode, size, sha256, symlink target of every entry
-//	    tree/<dirs>                  the copy
+//	    tree/<dirs>                  the copy (hard links to the old tree, see Deploy)
+//	    .unshare/                    copies being renamed over still-shared files
 //	  .tmp-bk-*/                     a backup being written (renamed into place when complete)
 //
 // Backup and work dir names are derived from the task id, so a re-run of a
@@ -83,7 +96,8 @@
 // Commit sets chattr +i again on the new copies of immutable files that
 // had it on the host (the copies in staging cannot carry it; the
 // originals, moved aside with the old dirs, have it cleared before their
-// removal), removes the work dir, records the outcome and prunes backups.
+// removal), removes the work dir, unshares the backup when the old tree
+// is live again (rollback), records the outcome and prunes backups.
 //
 // # Failpoints
 //

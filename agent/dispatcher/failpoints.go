@@ -29,6 +29,7 @@ const (
 
 	FPCommitAfterAttrs   = "dispatcher/commit/after-immutable-attrs"
 	FPCommitAfterCleanup = "dispatcher/commit/after-cleanup"
+	FPCommitAfterUnshare = "dispatcher/commit/after-unshare"     // rollbacks: the backup has its own files
 	FPPruneAfterIndex    = "dispatcher/prune/after-index-delete" // once per pruned backup
 
 	FPRecoverBeforeRename = "dispatcher/recover/before-rename" // renames done by Recover
@@ -63,7 +64,7 @@ var FailpointNames = func() []string {
 		FPBeforeConfigTest, FPAfterConfigTest,
 		FPRollbackBeforeRename, FPRollbackAfterRename,
 		FPBeforeReload, FPAfterReload,
-		FPCommitAfterAttrs, FPCommitAfterCleanup, FPPruneAfterIndex,
+		FPCommitAfterAttrs, FPCommitAfterCleanup, FPCommitAfterUnshare, FPPruneAfterIndex,
 		FPRecoverBeforeRename, FPRecoverAfterRename,
 		FPRestoreAfterStage,
 	}

@@ -205,6 +205,12 @@ type copier struct {
 	m        Manifest
 	dirModes []dirMode // applied after the copy, deepest first
 	asRoot   bool
+	// link makes each regular file a hard link to its source instead of a
+	// copy, for backups of the live tree (see takeBackup); a file that
+	// cannot be linked (chattr +i or +a, another filesystem, too many
+	// links) is copied. Never for trees that go live: the live tree and a
+	// backup must not share files.
+	link bool
 }
 
 type dirMode struct {
@@ -263,6 +269,20 @@ func (c *copier) one(rel string) error {
 		}
 		c.m.Entries = append(c.m.Entries, ManifestEntry{Path: rel, Type: TypeSymlink, Target: t})
 	case fi.Mode().IsRegular():
+		if c.link {
+			size, sum, err := linkFile(sp, dp)
+			if err == nil {
+				// Same inode: mode and owner are the source's already.
+				c.m.Entries = append(c.m.Entries, ManifestEntry{Path: rel, Type: TypeFile, Mode: fmtMode(fi.Mode()), Size: size, SHA256: sum})
+				return nil
+			}
+			if !errors.Is(err, errNoLink) {
+				return err
+			}
+			if errors.Is(err, syscall.EXDEV) {
+				c.link = false // another filesystem: no file will link
+			}
+		}
 		size, sum, err := copyFile(sp, dp)
 		if err != nil {
 			return err
@@ -319,6 +339,34 @@ func (c *copier) finish() (*Manifest, error) {
 	}
 	sort.Slice(c.m.Entries, func(i, j int) bool { return c.m.Entries[i].Path < c.m.Entries[j].Path })
 	return &c.m, nil
+}
+
+// errNoLink means a file cannot be hard-linked and must be copied.
+var errNoLink = errors.New("cannot hard-link")
+
+// linkFile makes dst a hard link to src and hashes the content. Files the
+// kernel refuses to link (EPERM for chattr +i/+a, EXDEV across
+// filesystems, EMLINK) give an error matching errNoLink (and the errno).
+func linkFile(src, dst string) (int64, string, error) {
+	if err := os.Link(src, dst); err != nil {
+		for _, e := range []error{syscall.EPERM, syscall.EXDEV, syscall.EMLINK, syscall.EACCES, syscall.ENOTSUP} {
+			if errors.Is(err, e) {
+				return 0, "", fmt.Errorf("%w: %w", errNoLink, err)
+			}
+		}
+		return 0, "", err
+	}
+	f, err := os.Open(dst)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return 0, "", err
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // copyFile copies a regular file, hashing it on the way. The copy has

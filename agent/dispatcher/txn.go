@@ -321,6 +321,14 @@ func (d *Dispatcher) commit(t *worker.Task, p *plan, forward bool) {
 		d.log.Warn("cannot remove the work dir; it goes at the next cleanup", "path", p.Work, "error", err)
 	}
 	d.hit(FPCommitAfterCleanup)
+	if !forward {
+		// The backed-up tree is live again: it must not share files
+		// with the backup.
+		if err := d.unshareBackup(p.BackupID); err != nil {
+			d.log.Warn("the backup still shares files with the live tree; an in-place edit of the live config would show as damage of the backup", "backup", p.BackupID, "error", err)
+		}
+		d.hit(FPCommitAfterUnshare)
+	}
 	if err := d.mark(t, markCommitted, nil); err != nil {
 		d.log.Warn("cannot journal the commit", "error", err)
 	}
@@ -332,10 +340,14 @@ func (d *Dispatcher) commit(t *worker.Task, p *plan, forward bool) {
 	d.prune()
 }
 
-// abort ends a task that failed before the live tree changed.
+// abort ends a task that failed before the live tree changed. The live
+// tree stays, so its backup (if one was taken) stops sharing files with it.
 func (d *Dispatcher) abort(work, backupID string) {
 	if err := removeTree(work); err != nil {
 		d.log.Warn("cannot remove the work dir; it goes at the next cleanup", "path", work, "error", err)
+	}
+	if err := d.unshareBackup(backupID); err != nil {
+		d.log.Warn("the backup still shares files with the live tree; an in-place edit of the live config would show as damage of the backup", "backup", backupID, "error", err)
 	}
 	d.setOutcome(backupID, OutcomeInterrupted)
 }
