@@ -5,7 +5,8 @@
 // the test process (controlplane/server/servertest), deploys
 // DispatcherDeploy tasks to a private Apache (e2e/harness/apache).
 //
-// It has no non-test code; the tests are in the _test.go files:
+// It has no non-test code; the tests are in the _test.go files (they use
+// the deckhand-agent binary named by DECKHAND_AGENT_BIN when it is set):
 //
 //	go test -race ./e2e/dispatcher/
 //	go test -run '^$' -bench . ./e2e/dispatcher/

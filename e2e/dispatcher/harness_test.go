@@ -66,7 +66,10 @@ type host struct {
 func newHost(t testing.TB, o hostOptions) *host {
 	t.Helper()
 	apache.Require(t)
-	bin := filepath.Join(topology.Binaries(t), "deckhand-agent")
+	bin := os.Getenv("DECKHAND_AGENT_BIN")
+	if bin == "" {
+		bin = filepath.Join(topology.Binaries(t), "deckhand-agent")
+	}
 	dir := keptDir(t)
 	h := &host{t: t, bin: bin, dir: dir, dataDir: filepath.Join(dir, "agent"), logPath: filepath.Join(dir, "agent.log")}
 	// The server logs to a file: at trace level through t.Log it would
