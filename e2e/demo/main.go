@@ -140,6 +140,9 @@ func run() int {
 
 	runErr := d.main()
 	interrupted := errors.Is(runErr, errStopped) || (runErr != nil && ctx.Err() != nil)
+	// From here a second Ctrl-C ends the demo at once (stop also cancels
+	// ctx); the reaper then kills what is left.
+	stop()
 	n, left := d.stopAll()
 	keepDir := *keep || (runErr != nil && !interrupted)
 	if keepDir {
@@ -306,7 +309,7 @@ func (d *demo) startAEM() error {
 				break
 			}
 			if lastErr == nil {
-				lastErr = fmt.Errorf("aemsim for %s exited: %s", h.id, tail(p.log, 3))
+				lastErr = fmt.Errorf("aemsim for %s exited: %s", h.id, tail(p.log, 1))
 			}
 		}
 		if lastErr != nil {
@@ -657,10 +660,9 @@ type execState struct {
 	Status string `json:"status"`
 	Reason string `json:"reason"`
 	Steps  []struct {
-		ID      string            `json:"id"`
-		Action  string            `json:"action"`
-		Status  string            `json:"status"`
-		Details map[string]string `json:"details"`
+		ID     string `json:"id"`
+		Action string `json:"action"`
+		Status string `json:"status"`
 	} `json:"steps"`
 }
 
