@@ -96,10 +96,12 @@ func median(ds []time.Duration) time.Duration {
 // E2E_BENCH_ROUNDS sets the rounds (default 5). Reported: medians and
 // the ratio agent/script (goal ≤ 1.2).
 //
-// E2E_BENCH_COMPARE_BIN names a second deckhand-agent binary (e.g. one
-// built before an optimization) that takes a turn in every round too, so
-// before and after are measured under the same load; its figures are
-// reported with the prefix "before-".
+// E2E_BENCH_COMPARE=label=path[,label=path...] names other deckhand-agent
+// binaries (e.g. built before an optimization) that take a turn in every
+// round too, so before and after are measured under the same load; their
+// figures are reported with the label as a prefix. go test keeps only 10
+// lines of a benchmark's log: with more than two binaries, read the
+// metrics.
 func BenchmarkDeployAgentVsScript(b *testing.B) {
 	const files = 2000
 	h := newHost(b, hostOptions{logLevel: "debug"})
@@ -120,8 +122,10 @@ func BenchmarkDeployAgentVsScript(b *testing.B) {
 		script    []time.Duration // the script's run right after this variant's
 	}
 	variants := []*variant{{name: "", bin: h.bin, tasks: map[string]bool{}}}
-	if other := os.Getenv("E2E_BENCH_COMPARE_BIN"); other != "" {
-		variants = append(variants, &variant{name: "before-", bin: other, tasks: map[string]bool{}})
+	for _, kv := range strings.Split(os.Getenv("E2E_BENCH_COMPARE"), ",") {
+		if name, bin, ok := strings.Cut(kv, "="); ok {
+			variants = append(variants, &variant{name: name + "-", bin: bin, tasks: map[string]bool{}})
+		}
 	}
 
 	// Warm-up, untimed: enrollment, both artifacts fetched once, the
@@ -204,9 +208,23 @@ func (h *host) logPhases(b *testing.B, label string, tasks map[string]bool) {
 	steps := map[string][]time.Duration{}
 	var order []string
 	cur := ""
+	deployedAt := map[string]time.Time{}
 	for _, line := range strings.Split(string(raw), "\n") {
 		if m := taskLine.FindStringSubmatch(line); m != nil {
 			cur = m[1]
+		}
+		// From the handler's last line to the journaled result: what runs
+		// around the handler (the drift watcher's baseline rebuild).
+		if at, err := time.Parse("2006-01-02T15:04:05.000Z0700", strings.SplitN(line, " ", 2)[0]); err == nil && tasks[cur] {
+			switch {
+			case strings.Contains(line, "dispatcher config deployed:"):
+				deployedAt[cur] = at
+			case strings.Contains(line, "task finished:") && !deployedAt[cur].IsZero():
+				if _, ok := steps["handler to result"]; !ok {
+					order = append(order, "handler to result")
+				}
+				steps["handler to result"] = append(steps["handler to result"], at.Sub(deployedAt[cur]))
+			}
 		}
 		m := phaseLine.FindStringSubmatch(line)
 		if m == nil || !tasks[cur] {
