@@ -529,7 +529,11 @@ func (p *Pipelines) WatchExecutions(req *pb.WatchExecutionsRequest, stream grpc.
 			out := &pb.ExecutionEvent{At: timestamppb.New(ev.At), ExecutionId: ev.ExecutionID, Program: ev.ProgramID, Pipeline: ev.PipelineID,
 				StepId: ev.StepID, Action: ev.Action, Status: ev.Status, Message: ev.Message}
 			if req.GetWithExecution() {
-				if cur, err := p.M.Get(program, pl, ev.ExecutionID); err == nil {
+				// The execution as it was at this event, so a watcher never
+				// sees a state ahead of the event it is drawing.
+				if ev.Execution != nil {
+					out.Execution = p.execToProto(ev.Execution)
+				} else if cur, err := p.M.Get(program, pl, ev.ExecutionID); err == nil {
 					out.Execution = p.execToProto(cur)
 				}
 			}

@@ -334,6 +334,13 @@ func TestPipelineServiceWholeExecution(t *testing.T) {
 	for _, ev := range events {
 		require.Equal(t, e.Id, ev.ExecutionId)
 		require.NotNil(t, ev.Execution)
+		if ev.StepId != "" {
+			// The attached execution is the state at this event, never
+			// ahead of it: the event's step has the event's status.
+			st := psStepByID(ev.Execution, ev.StepId)
+			require.NotNil(t, st, "step %s in the event's execution", ev.StepId)
+			require.Equal(t, ev.Status, st.Status, "event %s %s: execution attached to it", ev.StepId, ev.Status)
+		}
 		if ev.Status == pipeline.StepWaiting {
 			sawWaiting[ev.Action] = true
 		}
@@ -426,4 +433,13 @@ func TestPipelineServiceEmergencyRejectCancelAndInput(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, snap.Snapshot)
 	require.Equal(t, pipeline.ExecCancelled, snap.Execution.Status)
+}
+
+func psStepByID(e *pb.PipelineExecution, id string) *pb.ExecutionStep {
+	for _, s := range e.Steps {
+		if s.Id == id {
+			return s
+		}
+	}
+	return nil
 }

@@ -24,16 +24,19 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
 	// Embedded zone data: `schedule --tz` must work on hosts without a
 	// zoneinfo database (minimal containers, Windows).
 	_ "time/tzdata"
 
-	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/deckhand-dev/deckhand/controlplane/gates"
+	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 )
 
 // plRef is a PROGRAM/PIPELINE argument.
@@ -724,9 +727,13 @@ func plStepDetail(s *pb.ExecutionStep) string {
 }
 
 func plMetricSummary(ms []*pb.GateMetric) string {
-	var failing []string
+	var failing, skipped []string
 	for _, m := range ms {
 		if m.Passed {
+			continue
+		}
+		if strings.HasPrefix(m.ActualValue, gates.SkippedPrefix) {
+			skipped = append(skipped, m.Kpi)
 			continue
 		}
 		f := fmt.Sprintf("%s %s", m.Severity, m.Kpi)
@@ -735,13 +742,21 @@ func plMetricSummary(ms []*pb.GateMetric) string {
 		}
 		failing = append(failing, f)
 	}
-	if len(failing) == 0 {
-		if len(ms) == 1 {
-			return "1 metric passed"
-		}
-		return fmt.Sprintf("all %d metrics passed", len(ms))
+	var sum string
+	switch ran := len(ms) - len(skipped); {
+	case len(failing) > 0:
+		sum = fmt.Sprintf("%d of %d metrics failing: %s", len(failing), ran, strings.Join(failing, ", "))
+	case ran == 1:
+		sum = "1 metric passed"
+	case len(skipped) > 0:
+		sum = fmt.Sprintf("%d metrics passed", ran)
+	default:
+		sum = fmt.Sprintf("all %d metrics passed", ran)
 	}
-	return fmt.Sprintf("%d of %d metrics failing: %s", len(failing), len(ms), strings.Join(failing, ", "))
+	if len(skipped) > 0 {
+		sum += fmt.Sprintf(", %d skipped: %s", len(skipped), strings.Join(skipped, ", "))
+	}
+	return sum
 }
 
 // plFailingImportant lists the KPIs an override must name.

@@ -36,6 +36,10 @@ const (
 	SecurityProtected = "protected"
 )
 
+// SkippedPrefix starts the actual value of a check that did not run (it is
+// informational and neither passes nor fails the gate).
+const SkippedPrefix = "skipped: "
+
 // AuthorLoginPath is AEM's login form handler. SecurityTarget's
 // AuthorLoginURL gets it appended when it names only the author's scheme,
 // host and port.
@@ -408,7 +412,7 @@ func (p *prober) probeDefaultCredentials(ctx context.Context, login *url.URL) (M
 	}
 	if login == nil {
 		m.Severity = SeverityInformational
-		m.ActualValue = "skipped: no author login URL configured"
+		m.ActualValue = SkippedPrefix + "no author login URL configured"
 		return m, nil
 	}
 	form := url.Values{

@@ -179,7 +179,8 @@ func (m *Manager) Start(program, pipeline string, o StartOptions) (*Execution, e
 	}
 	cp := m.copyOf(e) // e belongs to its runner from here on
 	m.launchLocked(e)
-	m.publish(Event{At: now, ExecutionID: id, ProgramID: program, PipelineID: pipeline, Status: ExecRunning, Message: fmt.Sprintf("started by %s (%s)", o.User, cp.Mode)})
+	m.publish(Event{At: now, ExecutionID: id, ProgramID: program, PipelineID: pipeline, Status: ExecRunning, Message: fmt.Sprintf("started by %s (%s)", o.User, cp.Mode),
+		Execution: m.copyOf(cp)})
 	return cp, nil
 }
 

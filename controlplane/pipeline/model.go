@@ -153,6 +153,9 @@ type Event struct {
 	Action      string    `json:"action,omitempty"`
 	Status      string    `json:"status"`
 	Message     string    `json:"message,omitempty"`
+	// Execution is the execution as it was when the event happened (a
+	// copy subscribers may keep); nil only for events of no execution.
+	Execution *Execution `json:"-"`
 }
 
 // Metric is one gate measurement in the Cloud Manager shape.

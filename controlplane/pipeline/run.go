@@ -46,7 +46,8 @@ func (r *run) save(s *Step, msg string) error {
 		r.log.Error("cannot persist the execution", "error", err)
 		return err
 	}
-	ev := Event{At: r.e.UpdatedAt, ExecutionID: r.id, ProgramID: r.program, PipelineID: r.pipeline, Status: r.e.Status, Message: msg}
+	ev := Event{At: r.e.UpdatedAt, ExecutionID: r.id, ProgramID: r.program, PipelineID: r.pipeline, Status: r.e.Status, Message: msg,
+		Execution: r.m.copyOf(r.e)}
 	if s != nil {
 		ev.StepID, ev.Action, ev.Status = s.ID, s.Action, s.Status
 	}

@@ -262,8 +262,8 @@ const startAttempts = 5
 
 // Start lays out a fresh httpd dir, checks its config, starts Apache in
 // the foreground as a child of the test and waits until it serves. It is
-// stopped on t.Cleanup; if the test process dies first, the kernel kills
-// Apache's parent (Pdeathsig).
+// stopped on t.Cleanup; if the test process dies first, the kernel tells
+// Apache's parent to stop (Pdeathsig SIGTERM), and it stops its workers.
 func Start(t testing.TB, cfg Config) *Instance {
 	t.Helper()
 	bin := Require(t)
