@@ -438,6 +438,15 @@ func (c *crashRun) once(i int, k kill) string {
 		dirs = append(dirs, e.Name())
 	}
 	require.Len(t, dirs, len(recs))
+	// Backups hard-link the tree they copy until it is no longer live:
+	// after recovery none shares a file with the live tree.
+	liveInodes := h.inodes(h.in.Dir)
+	for _, b := range recs {
+		for ino, rel := range h.inodes(filepath.Join(b.Path, "tree")) {
+			require.Empty(t, liveInodes[ino], "backup %s file %s is the live file %s (shared inode)", b.ID, rel, liveInodes[ino])
+		}
+		require.NoDirExists(t, filepath.Join(b.Path, ".unshare"))
+	}
 	own, ok := indexed[disp.BackupID(id)]
 	switch {
 	case prePlan:

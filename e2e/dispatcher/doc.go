@@ -17,7 +17,9 @@
 // E2E_DISPATCHER_SEED replays a run. TestSIGTERMDuringDeploy stops the
 // agent while a slow configtest or reload runs. After each restart the
 // live tree must be exactly the old or exactly the new config and Apache
-// must serve it. A failed test keeps its directory (agent data dir, logs,
+// must serve it, and no backup may share a file with the live tree.
+// TestBackupsListCLI runs `deckhand-agent backups list` on the agent's
+// data dir. A failed test keeps its directory (agent data dir, logs,
 // failpoint logs, a copy of the httpd dir) and logs where it is.
 //
 // BenchmarkDeployAgentVsScript compares a 2,000-file deployment through

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -298,6 +299,33 @@ func (h *host) live() *disp.Manifest {
 	m, err := disp.TreeManifest(h.in.Dir, h.managed)
 	require.NoError(h.t, err)
 	return m
+}
+
+// inodes maps the inode numbers of the regular files of the managed dirs
+// below root (the httpd dir or a backup's tree) to their paths.
+func (h *host) inodes(root string) map[uint64]string {
+	h.t.Helper()
+	out := map[uint64]string{}
+	for _, d := range h.managed {
+		err := filepath.WalkDir(filepath.Join(root, d), func(p string, de fs.DirEntry, err error) error {
+			if err != nil {
+				if os.IsNotExist(err) {
+					return nil
+				}
+				return err
+			}
+			if de.Type().IsRegular() {
+				fi, err := de.Info()
+				if err != nil {
+					return err
+				}
+				out[fi.Sys().(*syscall.Stat_t).Ino] = p
+			}
+			return nil
+		})
+		require.NoError(h.t, err)
+	}
+	return out
 }
 
 // page is what Apache answers for /page (the harness rewrites it to a
