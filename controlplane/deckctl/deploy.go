@@ -78,7 +78,7 @@ func startDeployment(cmd *cobra.Command, g *globals, req *pb.DeploymentRequest, 
 			return err
 		}
 		if g.output == "json" {
-			return g.printJSON(p.Steps)
+			return plPrintJSONList(g, p.Steps)
 		}
 		_, err = io.WriteString(g.out, p.Text)
 		return err
@@ -227,7 +227,7 @@ func deploymentsCmd(g *globals) *cobra.Command {
 					return err
 				}
 				if g.output == "json" {
-					return g.printJSON(resp.Deployments)
+					return plPrintJSONList(g, resp.Deployments)
 				}
 				tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "ID\tENV\tACTION\tSET\tSTATE\tBY\tSTARTED\tTOOK")
@@ -256,7 +256,7 @@ func deploymentsCmd(g *globals) *cobra.Command {
 					return err
 				}
 				if g.output == "json" {
-					return g.printJSON(d)
+					return plPrintJSON(g, d)
 				}
 				fmt.Fprintf(g.out, "deployment %s: %s of %s to %s by %s — %s\n", d.Id, d.Action, dash(d.ArtifactSet), d.Environment, d.By, d.State)
 				if d.Error != "" {

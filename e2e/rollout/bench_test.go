@@ -150,4 +150,10 @@ func logStepTimes(b *testing.B, tp *topology.Topology, id string) {
 	}
 	sort.Strings(parts)
 	b.Logf("deployment %s: %s; steps %s of %s wall (the rest is orchestration between steps)", id, strings.Join(parts, ", "), sum.Round(time.Millisecond), last.Sub(first).Round(time.Millisecond))
+	if p := os.Getenv("BENCH_KEEP_LOG"); p != "" {
+		log, _ := os.ReadFile(tp.Agents["dispatcher1"].Log)
+		os.WriteFile(p, log, 0o644)
+		srv, _ := os.ReadFile(tp.Server.Log)
+		os.WriteFile(p+".server", srv, 0o644)
+	}
 }
