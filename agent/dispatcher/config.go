@@ -396,6 +396,14 @@ func (c *Config) isManaged(name string) bool {
 // dir) matches one of the immutable patterns.
 func (c *Config) IsImmutable(rel string) bool {
 	for _, p := range c.Immutable {
+		if !strings.ContainsAny(p, `*?[\`) {
+			// A literal (the whole AMS list): path.Match would compare the
+			// same, at a cost that adds up over thousands of entries.
+			if p == rel {
+				return true
+			}
+			continue
+		}
 		if ok, _ := path.Match(p, rel); ok {
 			return true
 		}

@@ -109,3 +109,27 @@ func TestConfigErrors(t *testing.T) {
 	require.ErrorContains(t, err, "must not be inside the managed dir conf.d")
 	require.ErrorContains(t, err, `url: "ftp://x" must be an http(s) URL`)
 }
+
+// TestIsImmutablePatterns: literal entries compare exactly, globs match
+// as path.Match does, per path segment.
+func TestIsImmutablePatterns(t *testing.T) {
+	c := &Config{Immutable: []string{"conf/httpd.conf", "conf.d/available_vhosts/aem_*.vhost", `conf.d/odd\*name`}}
+	for rel, want := range map[string]bool{
+		"conf/httpd.conf":     true,
+		"conf/httpd.conf.bak": false,
+		"conf/httpd":          false,
+		"conf.d/available_vhosts/aem_publish.vhost": true,
+		"conf.d/available_vhosts/x/aem_a.vhost":     false,
+		"conf.d/available_vhosts/site.vhost":        false,
+		"conf.d/odd*name":                           true,
+		"conf.d/oddXname":                           false,
+	} {
+		require.Equal(t, want, c.IsImmutable(rel), rel)
+	}
+	d := &Config{}
+	d.ApplyDefaults("/data")
+	for _, p := range DefaultImmutable {
+		require.True(t, d.IsImmutable(p), p)
+	}
+	require.False(t, d.IsImmutable("conf.d/rewrites/default_rewrite.rules"))
+}

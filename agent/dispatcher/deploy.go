@@ -24,6 +24,9 @@ type staged struct {
 	files   int      // files and symlinks written from the artifact
 	ignored []string // immutable entries of the artifact, not written
 	flagged []string // host immutable files with chattr +i
+	// took times the steps, for the log: fetch, extract (safezip, synced),
+	// immutables (host files copied in, synced), validate.
+	took struct{ fetch, extract, immutables, validate time.Duration }
 }
 
 // deploy follows the seed's dispatcher steps: validate (in staging),
@@ -56,7 +59,8 @@ func (d *Dispatcher) deploy(ctx context.Context, t *worker.Task, k task.Dispatch
 		return nil, err
 	}
 	out := &task.DispatcherOutput{Files: st.files, Ignored: st.ignored}
-	log.Info("artifact staged and validated", "files", st.files, "ignored_immutable", len(st.ignored), "took", time.Since(start))
+	log.Info("artifact staged and validated", "files", st.files, "ignored_immutable", len(st.ignored), "took", time.Since(start),
+		"fetch", st.took.fetch, "extract", st.took.extract, "immutables", st.took.immutables, "validate", st.took.validate)
 	if err := ctx.Err(); err != nil {
 		d.abort(work, "")
 		return out, err
@@ -92,11 +96,13 @@ func (d *Dispatcher) deploy(ctx context.Context, t *worker.Task, k task.Dispatch
 // host's immutable files and checks the full file set, all without
 // touching the live tree.
 func (d *Dispatcher) stageArtifact(ctx context.Context, a task.Artifact, work string) (*staged, error) {
+	t0 := time.Now()
 	zipPath, err := d.fetch.Fetch(ctx, a)
 	if err != nil {
 		return nil, fmt.Errorf("fetch artifact %s: %w", a.SHA256, err)
 	}
 	d.hit(FPAfterFetch)
+	t1 := time.Now()
 	root := ""
 	cl, err := classify.Classify(zipPath)
 	switch {
@@ -144,6 +150,8 @@ func (d *Dispatcher) stageArtifact(ctx context.Context, a task.Artifact, work st
 	}
 	d.hit(FPAfterExtract)
 	st := &staged{root: filepath.Join(x, wrapper), files: res.Files + res.Symlinks}
+	t2 := time.Now()
+	st.took.fetch, st.took.extract = t1.Sub(t0), t2.Sub(t1)
 	// What the artifact holds, written or ignored, for required_paths.
 	names := map[string]bool{}
 	for _, s := range res.Skipped {
@@ -191,6 +199,8 @@ func (d *Dispatcher) stageArtifact(ctx context.Context, a task.Artifact, work st
 		return nil, err
 	}
 	d.hit(FPAfterStage)
+	t3 := time.Now()
+	st.took.immutables = t3.Sub(t2)
 	missing := checkRequired(d.cfg, names)
 	inc, unchecked, err := checkIncludes(d.cfg, st.root)
 	if err != nil {
@@ -204,6 +214,7 @@ func (d *Dispatcher) stageArtifact(ctx context.Context, a task.Artifact, work st
 		return nil, &IncompleteError{Missing: missing}
 	}
 	d.hit(FPAfterValidate)
+	st.took.validate = time.Since(t3)
 	return st, nil
 }
 

@@ -197,6 +197,8 @@ func BenchmarkDeployAgentVsScript(b *testing.B) {
 var (
 	phaseLine = regexp.MustCompile(`(artifact staged and validated|backed up the config tree|configtest passed|apache reloaded|dispatcher config deployed): .*?took="?([0-9.]+[a-zµ]+)"?`)
 	taskLine  = regexp.MustCompile(`task=(\S+)`)
+	// stepField are the staging sub-steps on the "staged" line.
+	stepField = regexp.MustCompile(` (fetch|extract|immutables|validate)="?([0-9.]+[a-zµ]+)"?`)
 )
 
 // logPhases logs where the agent's time went in the given tasks, medians
@@ -238,6 +240,15 @@ func (h *host) logPhases(b *testing.B, label string, tasks map[string]bool) {
 			order = append(order, m[1])
 		}
 		steps[m[1]] = append(steps[m[1]], d)
+		for _, f := range stepField.FindAllStringSubmatch(line, -1) {
+			if d, err := time.ParseDuration(f[2]); err == nil {
+				name := "(" + f[1] + ")"
+				if _, ok := steps[name]; !ok {
+					order = append(order, name)
+				}
+				steps[name] = append(steps[name], d)
+			}
+		}
 	}
 	var parts []string
 	for _, n := range order {
