@@ -36,6 +36,9 @@ func TestBackupsListCLI(t *testing.T) {
 
 	recs := h.backupsList()
 	require.Len(t, recs, 3)
+	js, err := exec.Command(h.bin, "backups", "list", "--config", h.cfgPath, "-o", "json").Output()
+	require.NoError(t, err)
+	t.Logf("deckhand-agent backups list -o json:\n%s", js)
 	wantTasks := []string{"bk-3/deploy/" + hostID, "bk-2/deploy/" + hostID, "bk-1/deploy/" + hostID}
 	wantOutcomes := []string{disp.OutcomeRolledBack, disp.OutcomeApplied, disp.OutcomeApplied}
 	for i, r := range recs {
