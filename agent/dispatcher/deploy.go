@@ -53,13 +53,20 @@ func (d *Dispatcher) deploy(ctx context.Context, t *worker.Task, k task.Dispatch
 	if err := os.MkdirAll(work, 0o700); err != nil {
 		return nil, fmt.Errorf("create work dir: %w", err)
 	}
-	st, err := d.stageArtifact(ctx, k.Artifact, work)
+	// A DispatcherPrepare of this artifact may have done the fetch,
+	// extraction and validation already.
+	st, err := d.takePrepared(k.Artifact, work)
+	how := "prepared tree"
+	if err == nil && st == nil {
+		st, err = d.stageArtifact(ctx, k.Artifact, work)
+		how = "artifact"
+	}
 	if err != nil {
 		d.abort(work, "")
 		return nil, err
 	}
 	out := &task.DispatcherOutput{Files: st.files, Ignored: st.ignored}
-	log.Info("artifact staged and validated", "files", st.files, "ignored_immutable", len(st.ignored), "took", time.Since(start),
+	log.Info("artifact staged and validated", "from", how, "files", st.files, "ignored_immutable", len(st.ignored), "took", time.Since(start),
 		"fetch", st.took.fetch, "extract", st.took.extract, "immutables", st.took.immutables, "validate", st.took.validate)
 	if err := ctx.Err(); err != nil {
 		d.abort(work, "")
@@ -96,10 +103,25 @@ func (d *Dispatcher) deploy(ctx context.Context, t *worker.Task, k task.Dispatch
 // host's immutable files and checks the full file set, all without
 // touching the live tree.
 func (d *Dispatcher) stageArtifact(ctx context.Context, a task.Artifact, work string) (*staged, error) {
+	st, names, err := d.extractArtifact(ctx, a, work)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.completeStage(st, names, work); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// extractArtifact fetches the artifact and extracts it into a new
+// directory in work, without the immutable files. It returns the staged
+// tree and the artifact's relative paths, written or ignored (for
+// required_paths).
+func (d *Dispatcher) extractArtifact(ctx context.Context, a task.Artifact, work string) (*staged, map[string]bool, error) {
 	t0 := time.Now()
 	zipPath, err := d.fetch.Fetch(ctx, a)
 	if err != nil {
-		return nil, fmt.Errorf("fetch artifact %s: %w", a.SHA256, err)
+		return nil, nil, fmt.Errorf("fetch artifact %s: %w", a.SHA256, err)
 	}
 	d.hit(FPAfterFetch)
 	t1 := time.Now()
@@ -110,9 +132,9 @@ func (d *Dispatcher) stageArtifact(ctx context.Context, a task.Artifact, work st
 		// safezip says exactly what is wrong with an unreadable zip, and
 		// the full-file-set check names each missing required path.
 	case err != nil:
-		return nil, fmt.Errorf("artifact %s: %w", a.SHA256, err)
+		return nil, nil, fmt.Errorf("artifact %s: %w", a.SHA256, err)
 	case cl.Kind != classify.DispatcherConfig:
-		return nil, fmt.Errorf("artifact %s is an %s, not a dispatcher configuration", a.SHA256, cl.Kind)
+		return nil, nil, fmt.Errorf("artifact %s is an %s, not a dispatcher configuration", a.SHA256, cl.Kind)
 	default:
 		root = cl.Root // "" or "wrapper/"
 	}
@@ -146,7 +168,7 @@ func (d *Dispatcher) stageArtifact(ctx context.Context, a task.Artifact, work st
 				break
 			}
 		}
-		return nil, fmt.Errorf("artifact %s rejected (%s): %w; nothing on the host was changed", a.SHA256, why, err)
+		return nil, nil, fmt.Errorf("artifact %s rejected (%s): %w; nothing on the host was changed", a.SHA256, why, err)
 	}
 	d.hit(FPAfterExtract)
 	st := &staged{root: filepath.Join(x, wrapper), files: res.Files + res.Symlinks}
@@ -167,7 +189,7 @@ func (d *Dispatcher) stageArtifact(ctx context.Context, a task.Artifact, work st
 	sort.Strings(st.ignored)
 	ents, err := os.ReadDir(st.root)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var stray []string
 	for _, e := range ents {
@@ -178,7 +200,7 @@ func (d *Dispatcher) stageArtifact(ctx context.Context, a task.Artifact, work st
 		}
 	}
 	if len(stray) > 0 {
-		return nil, fmt.Errorf("artifact %s has top-level entries outside the managed dirs %v: %s; nothing on the host was changed (the artifact must hold only the dispatcher config dirs; see dispatcher.managed_dirs)",
+		return nil, nil, fmt.Errorf("artifact %s has top-level entries outside the managed dirs %v: %s; nothing on the host was changed (the artifact must hold only the dispatcher config dirs; see dispatcher.managed_dirs)",
 			a.SHA256, d.cfg.ManagedDirs, strings.Join(stray, ", "))
 	}
 	err = filepath.WalkDir(st.root, func(p string, de fs.DirEntry, err error) error {
@@ -190,13 +212,21 @@ func (d *Dispatcher) stageArtifact(ctx context.Context, a task.Artifact, work st
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	return st, names, nil
+}
+
+// completeStage adds the host's immutable files to a staged tree, syncs it
+// and checks the full file set (required paths, includes).
+func (d *Dispatcher) completeStage(st *staged, names map[string]bool, work string) error {
+	t2 := time.Now()
+	var err error
 	if st.flagged, err = d.addHostImmutable(st.root); err != nil {
-		return nil, fmt.Errorf("stage the host's immutable files: %w", err)
+		return fmt.Errorf("stage the host's immutable files: %w", err)
 	}
 	if err := syncFS(work); err != nil {
-		return nil, err
+		return err
 	}
 	d.hit(FPAfterStage)
 	t3 := time.Now()
@@ -204,18 +234,18 @@ func (d *Dispatcher) stageArtifact(ctx context.Context, a task.Artifact, work st
 	missing := checkRequired(d.cfg, names)
 	inc, unchecked, err := checkIncludes(d.cfg, st.root)
 	if err != nil {
-		return nil, fmt.Errorf("validate includes: %w", err)
+		return fmt.Errorf("validate includes: %w", err)
 	}
 	for _, u := range unchecked {
 		d.log.Debug("include not checked against the artifact; configtest will judge it", "ref", u)
 	}
 	missing = append(missing, inc...)
 	if len(missing) > 0 {
-		return nil, &IncompleteError{Missing: missing}
+		return &IncompleteError{Missing: missing}
 	}
 	d.hit(FPAfterValidate)
 	st.took.validate = time.Since(t3)
-	return st, nil
+	return nil
 }
 
 // addHostImmutable copies the host's immutable files into the staged tree

@@ -70,6 +70,7 @@ func (d *Dispatcher) Config() *Config { return d.cfg }
 func (d *Dispatcher) Handlers() map[string]worker.Handler {
 	return map[string]worker.Handler{
 		task.DispatcherDeploy{}.Name():  &DeployHandler{d: d},
+		task.DispatcherPrepare{}.Name(): &PrepareHandler{d: d},
 		task.DispatcherRestore{}.Name(): &RestoreHandler{d: d},
 		task.CacheFlush{}.Name():        &FlushHandler{d: d},
 	}
@@ -151,6 +152,7 @@ func (d *Dispatcher) cleanup() {
 			keepBackup[".tmp-"+BackupID(e.ID)] = true
 		}
 	}
+	d.removeInterruptedPrepares()
 	if ents, err := os.ReadDir(d.cfg.WorkDir); err == nil {
 		for _, e := range ents {
 			// Only our own names: work_dir may be shared by mistake.

@@ -23,7 +23,7 @@ func (a *Admin) request(req *pb.DeploymentRequest) (rollout.Request, error) {
 	if !ok {
 		return rollout.Request{}, status.Errorf(codes.NotFound, "environment %q is not declared", req.GetEnvironment())
 	}
-	r := rollout.Request{Env: *env, Action: rollout.Action(req.GetAction()), BackupID: req.GetBackupId(), SetID: req.GetArtifactSet()}
+	r := rollout.Request{Env: *env, Action: rollout.Action(req.GetAction()), BackupID: req.GetBackupId(), SetID: req.GetArtifactSet(), PlanVersion: rollout.CurrentPlanVersion}
 	if r.Action == "" {
 		r.Action = rollout.ActionDeploy
 	}

@@ -18,6 +18,7 @@ var (
 	kindInstall = task.PackageInstall{}.Name()
 	kindDeploy  = task.DispatcherDeploy{}.Name()
 	kindRestore = task.DispatcherRestore{}.Name()
+	kindPrepare = task.DispatcherPrepare{}.Name()
 	kindFlush   = task.CacheFlush{}.Name()
 )
 
@@ -219,7 +220,7 @@ func (r *run) hostStates() map[string]string {
 	lbState := map[string]string{}
 	for _, h := range r.d.Request.Env.Hosts {
 		var parts []string
-		detachedByUs, attached, attachFailed := false, false, ""
+		detachedByUs, attached, attachFailed, rejected := false, false, "", false
 		keys := r.keysOf(h.ID)
 		for _, key := range keys {
 			st := r.states[key]
@@ -233,6 +234,12 @@ func (r *run) hostStates() map[string]string {
 					attached = true
 				} else if st.Status == StepFailed {
 					attachFailed = st.Error
+				}
+			case kindPrepare:
+				// Prepare leaves the live config alone; only its failure
+				// is worth a word.
+				if st.Status == StepFailed {
+					rejected = true
 				}
 			default:
 				verb := map[string]string{kindDeploy: "deploy", kindRestore: "restore", kindInstall: "install", kindFlush: "flush"}[st.Kind]
@@ -264,12 +271,15 @@ func (r *run) hostStates() map[string]string {
 		}
 		touched := false
 		for _, key := range keys {
-			if started(r.states[key]) {
+			if st := r.states[key]; started(st) && st.Kind != kindPrepare {
 				touched = true
 			}
 		}
 		if !touched {
 			parts = []string{"untouched"}
+			if rejected {
+				parts = []string{"untouched (artifact rejected in prepare)"}
+			}
 		}
 		out[h.ID] = strings.Join(parts, "; ")
 	}

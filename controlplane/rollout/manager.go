@@ -89,6 +89,9 @@ func (m *Manager) Shutdown() {
 
 // Start persists a new deployment and runs it.
 func (m *Manager) Start(req Request, by string) (string, error) {
+	if req.PlanVersion == 0 {
+		req.PlanVersion = CurrentPlanVersion
+	}
 	if _, err := NewPlan(req); err != nil {
 		return "", err
 	}

@@ -50,7 +50,17 @@ type Request struct {
 	// BackupID names the backup to restore on rollback ("" = the one
 	// before the most recent deployment).
 	BackupID string `json:"backup_id,omitempty"`
+	// PlanVersion is the planner revision the deployment was started
+	// with, so a deployment resumed by a newer server keeps its plan: 0
+	// (stored before versions existed) and 1 plan no prepare steps, 2
+	// (CurrentPlanVersion) prepares the dispatcher artifact on every
+	// dispatcher before the first host is touched. Manager.Start stamps
+	// new requests.
+	PlanVersion int `json:"plan_version,omitempty"`
 }
+
+// CurrentPlanVersion is the PlanVersion of new deployments.
+const CurrentPlanVersion = 2
 
 // Step is one task on one host.
 type Step struct {
@@ -174,6 +184,17 @@ func NewPlan(req Request) (*Plan, error) {
 	}
 	next := func() { group++ }
 
+	// Before anything changes: fetch, extract and validate the dispatcher
+	// artifact on every dispatcher at once, while they all still serve. A
+	// broken artifact fails here with every host untouched, and each
+	// dispatcher's detach window later holds only the swap, configtest
+	// and reload.
+	if d, ok := dispatcherTask.(task.DispatcherDeploy); ok && req.PlanVersion >= 2 && len(pairs) > 0 {
+		next()
+		for _, pr := range pairs {
+			add("prepare."+pr.dispatcher, pr.dispatcher, config.RoleDispatcher, pr.n, -1, task.DispatcherPrepare(d))
+		}
+	}
 	if !p.Production {
 		// Non-production: as fast as possible, everything at once.
 		if lbChanges && len(pairs) > 0 {
@@ -277,6 +298,12 @@ func Describe(s Step) string {
 			name = k.Artifact.SHA256[:12]
 		}
 		return "deploy dispatcher config " + name
+	case task.DispatcherPrepare:
+		name := k.Artifact.Name
+		if name == "" {
+			name = k.Artifact.SHA256[:12]
+		}
+		return "prepare dispatcher config " + name + " (fetch, extract, validate; live config untouched)"
 	case task.DispatcherRestore:
 		if k.BackupID == "" {
 			return "restore the config backup from before the last deployment"

@@ -62,6 +62,24 @@ func TestPlans(t *testing.T) {
 			"detach:dispatcher1", "install:publish1 deploy:dispatcher1", "flush:dispatcher1", "attach:dispatcher1",
 			"detach:dispatcher2", "install:publish2 deploy:dispatcher2", "flush:dispatcher2", "attach:dispatcher2",
 		}},
+		{"production prepares the dispatcher artifact everywhere first (plan version 2)", Request{Env: env(config.EnvProd, 2, withFlush), Action: ActionDeploy, Artifacts: both, PlanVersion: CurrentPlanVersion}, []string{
+			"prepare:dispatcher1 prepare:dispatcher2",
+			"install:author1",
+			"detach:dispatcher1", "install:publish1 deploy:dispatcher1", "flush:dispatcher1", "attach:dispatcher1",
+			"detach:dispatcher2", "install:publish2 deploy:dispatcher2", "flush:dispatcher2", "attach:dispatcher2",
+		}},
+		{"non-production prepares before detaching (plan version 2)", Request{Env: env(config.EnvStage, 2), Action: ActionDeploy, Artifacts: both, PlanVersion: CurrentPlanVersion}, []string{
+			"prepare:dispatcher1 prepare:dispatcher2",
+			"detach:dispatcher1 detach:dispatcher2",
+			"install:author1 install:publish1 install:publish2 deploy:dispatcher1 deploy:dispatcher2",
+			"attach:dispatcher1 attach:dispatcher2",
+		}},
+		{"nothing to prepare without a dispatcher artifact", Request{Env: env(config.EnvProd, 1), Action: ActionDeploy, Artifacts: Artifacts{Packages: pkgs}, PlanVersion: CurrentPlanVersion}, []string{
+			"install:author1", "detach:dispatcher1", "install:publish1", "attach:dispatcher1",
+		}},
+		{"nothing to prepare for a rollback", Request{Env: env(config.EnvProd, 1), Action: ActionRollback, PlanVersion: CurrentPlanVersion}, []string{
+			"detach:dispatcher1", "restore:dispatcher1", "attach:dispatcher1",
+		}},
 		{"production, two pairs at a time", Request{Env: env(config.EnvProd, 3, maxUnavailable(2)), Action: ActionDeploy, Artifacts: both}, []string{
 			"install:author1",
 			"detach:dispatcher1 detach:dispatcher2", "install:publish1 deploy:dispatcher1 install:publish2 deploy:dispatcher2", "attach:dispatcher1 attach:dispatcher2",

@@ -134,7 +134,8 @@ func TestProductionRollout(t *testing.T) {
 		require.Equal(t, rollout.StepSucceeded, s.Status, s.Key)
 	}
 	order := e.sim.Order()
-	require.Equal(t, "package_install:author1", order[0], "author first")
+	require.ElementsMatch(t, []string{"dispatcher_prepare:dispatcher1", "dispatcher_prepare:dispatcher2"}, order[:2], "every dispatcher prepares the artifact before anything changes")
+	require.Equal(t, "package_install:author1", order[2], "then the author")
 	idx := func(s string) int {
 		for i, o := range order {
 			if o == s {
@@ -170,6 +171,26 @@ func TestFailedDispatcherDeployStopsAndReattaches(t *testing.T) {
 	e.noTaskRanTwice()
 }
 
+func TestRejectedArtifactTouchesNoHost(t *testing.T) {
+	e := start(t, prodHosts...)
+	e.sim.Fail("prepare.dispatcher2", "artifact 5f3a rejected (unsafe path): ../../etc/passwd; nothing on the host was changed")
+	d, steps, evs := e.run(e.request("prod", rollout.ActionDeploy))
+	require.Equal(t, rollout.StateFailed, d.State)
+	require.Contains(t, d.Error, "prepare.dispatcher2 on dispatcher2 failed: artifact 5f3a rejected (unsafe path)")
+	for _, s := range steps {
+		if s.Kind != "dispatcher_prepare" {
+			require.Equal(t, rollout.StepPending, s.Status, "%s must not start after a rejected artifact", s.Key)
+		}
+	}
+	for _, o := range e.sim.Order() {
+		require.Contains(t, o, "dispatcher_prepare:", "only prepares ran")
+	}
+	require.Equal(t, "untouched (artifact rejected in prepare)", d.Hosts["dispatcher2"])
+	require.Equal(t, "untouched", d.Hosts["dispatcher1"])
+	require.Equal(t, "untouched", d.Hosts["author1"])
+	e.checkInvariants(evs, "prod")
+}
+
 func TestFailedPublishLeavesItsPairDetached(t *testing.T) {
 	e := start(t, prodHosts...)
 	e.sim.Fail("pair1.install.publish1", "Refusing to install package g:n:1. required dependencies missing: [x]")
@@ -188,7 +209,8 @@ func TestNonProduction(t *testing.T) {
 	d, _, evs := e.run(e.request("stage", rollout.ActionDeploy))
 	require.Equal(t, rollout.StateSucceeded, d.State, d.Error)
 	order := e.sim.Order()
-	require.ElementsMatch(t, []string{"lb_detach:s-dispatcher1", "lb_detach:s-dispatcher2"}, order[:2], "every dispatcher detached first")
+	require.ElementsMatch(t, []string{"dispatcher_prepare:s-dispatcher1", "dispatcher_prepare:s-dispatcher2"}, order[:2], "prepared while still attached")
+	require.ElementsMatch(t, []string{"lb_detach:s-dispatcher1", "lb_detach:s-dispatcher2"}, order[2:4], "every dispatcher detached before any change")
 	require.ElementsMatch(t, []string{"lb_attach:s-dispatcher1", "lb_attach:s-dispatcher2"}, order[len(order)-2:], "attached last")
 	e.checkInvariants(evs, "stage")
 

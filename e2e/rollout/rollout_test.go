@@ -145,14 +145,16 @@ func TestProductionRolloutZeroFailedRequests(t *testing.T) {
 	}
 	evs := checkInvariants(t, tp, id)
 	// The seed's order: author, then pair 1 (detach, deploy, flush,
-	// attach), then pair 2.
+	// attach), then pair 2; before all of it, every dispatcher prepares
+	// the artifact while it still serves.
 	var order []string
 	for _, e := range evs {
 		if e.Kind == "step.started" {
 			order = append(order, e.Step)
 		}
 	}
-	require.Equal(t, "author.install.author1", order[0])
+	require.ElementsMatch(t, []string{"prepare.dispatcher1", "prepare.dispatcher2"}, order[:2])
+	require.Equal(t, "author.install.author1", order[2])
 	idx := func(s string) int {
 		for i, o := range order {
 			if o == s {
@@ -167,6 +169,48 @@ func TestProductionRolloutZeroFailedRequests(t *testing.T) {
 		require.Len(t, inst, 3, host)
 		for pkg, n := range inst {
 			require.Equal(t, 1, n, "%s installed %s %d times", host, pkg, n)
+		}
+	}
+}
+
+// TestIncompleteArtifactTouchesNoHost: an artifact whose config includes a
+// file it does not ship is rejected while every dispatcher prepares it,
+// before the author installs anything and before any host is detached.
+func TestIncompleteArtifactTouchesNoHost(t *testing.T) {
+	tp := topology.Start(t, topology.Options{})
+	dumpOnFailure(t, tp)
+	files := site(t, 4, false)
+	art := apache.DefaultArtifact()
+	art.Files["conf.d/rewrites/default_rewrite.rules"] = "RewriteEngine On\nInclude conf.d/rewrites/not-shipped.rules\n"
+	_, _, err := art.Write(files[0])
+	require.NoError(t, err)
+	set := push(t, tp, "4", files)
+	load := topology.Hammer(tp.HAProxy.URL+"/page", 4)
+	id, err := deploy(t, tp, "deploy", "--env", tp.Env, "--artifacts", set)
+	res := load.Stop()
+	require.Error(t, err)
+	require.Zero(t, res.Failed, "failed requests: %v", res.Failures)
+	out, derr := tp.Deckctl("deployments", "show", id, "-o", "json")
+	require.NoError(t, derr)
+	var d struct {
+		State string            `json:"state"`
+		Error string            `json:"error"`
+		Hosts map[string]string `json:"hosts"`
+	}
+	require.NoError(t, json.Unmarshal(out, &d))
+	require.Equal(t, "FAILED", d.State)
+	require.Contains(t, d.Error, "conf.d/rewrites/not-shipped.rules")
+	for _, h := range []string{"author1", "publish1", "publish2"} {
+		require.Equal(t, "untouched", d.Hosts[h], h)
+		require.Empty(t, installs(t, tp.AEM[h]), "%s: nothing installed", h)
+	}
+	for _, h := range []string{"dispatcher1", "dispatcher2"} {
+		require.Equal(t, "untouched (artifact rejected in prepare)", d.Hosts[h], h)
+		require.Equal(t, "version 1\n", get(t, tp.Apache[h].URL+"/page"))
+	}
+	for _, e := range checkInvariants(t, tp, id) {
+		if e.Kind == "step.started" {
+			require.True(t, strings.HasPrefix(e.Step, "prepare."), "only prepares ran, not %s", e.Step)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package task
 
 import (
 	"fmt"
+	"reflect"
 	"time"
 
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
@@ -17,6 +18,11 @@ type Artifact struct {
 
 // DispatcherDeploy replaces the dispatcher's config tree with an artifact.
 type DispatcherDeploy struct{ Artifact Artifact }
+
+// DispatcherPrepare fetches, extracts and validates a dispatcher config
+// artifact into the agent's staging area, leaving the live tree alone, so
+// a DispatcherDeploy of the same artifact finds it ready.
+type DispatcherPrepare struct{ Artifact Artifact }
 
 // DispatcherRestore puts a config backup back; empty BackupID means the
 // backup taken before the most recent deployment.
@@ -72,13 +78,15 @@ func (CodeScan) Name() string { return "code_scan" }
 
 // Name implements Kind.
 func (DispatcherDeploy) Name() string  { return "dispatcher_deploy" }
+func (DispatcherPrepare) Name() string { return "dispatcher_prepare" }
 func (DispatcherRestore) Name() string { return "dispatcher_restore" }
 func (CacheFlush) Name() string        { return "cache_flush" }
 func (PackageInstall) Name() string    { return "package_install" }
 func (LBDetach) Name() string          { return "lb_detach" }
 func (LBAttach) Name() string          { return "lb_attach" }
 
-// DispatcherOutput answers DispatcherDeploy and DispatcherRestore.
+// DispatcherOutput answers DispatcherDeploy, DispatcherRestore and
+// DispatcherPrepare (which sets only Files and Ignored).
 type DispatcherOutput struct {
 	BackupID   string   `json:"backup_id,omitempty"`
 	Ignored    []string `json:"ignored,omitempty"`
@@ -139,6 +147,8 @@ func kindToProto(k Kind, t *pb.Task) error {
 		t.Kind = &pb.Task_HostFacts{HostFacts: &pb.HostFactsTask{}}
 	case DispatcherDeploy:
 		t.Kind = &pb.Task_DispatcherDeploy{DispatcherDeploy: &pb.DispatcherDeployTask{Artifact: artifactToProto(k.Artifact)}}
+	case DispatcherPrepare:
+		t.Kind = &pb.Task_DispatcherPrepare{DispatcherPrepare: &pb.DispatcherPrepareTask{Artifact: artifactToProto(k.Artifact)}}
 	case DispatcherRestore:
 		t.Kind = &pb.Task_DispatcherRestore{DispatcherRestore: &pb.DispatcherRestoreTask{BackupId: k.BackupID}}
 	case CacheFlush:
@@ -175,6 +185,11 @@ func kindFromProto(t *pb.Task) (Kind, error) {
 			return nil, fmt.Errorf("task %s: dispatcher deploy without an artifact digest", t.Id)
 		}
 		return DispatcherDeploy{Artifact: artifactFromProto(k.DispatcherDeploy.Artifact)}, nil
+	case *pb.Task_DispatcherPrepare:
+		if k.DispatcherPrepare.GetArtifact().GetSha256() == "" {
+			return nil, fmt.Errorf("task %s: dispatcher prepare without an artifact digest", t.Id)
+		}
+		return DispatcherPrepare{Artifact: artifactFromProto(k.DispatcherPrepare.Artifact)}, nil
 	case *pb.Task_DispatcherRestore:
 		return DispatcherRestore{BackupID: k.DispatcherRestore.GetBackupId()}, nil
 	case *pb.Task_CacheFlush:
@@ -208,6 +223,9 @@ func kindFromProto(t *pb.Task) (Kind, error) {
 }
 
 func outputToProto(o any, r *pb.TaskResult) error {
+	if v := reflect.ValueOf(o); o != nil && v.Kind() == reflect.Pointer && v.IsNil() {
+		return nil // a handler's typed nil: no output
+	}
 	switch o := o.(type) {
 	case nil:
 	case *Facts:
@@ -287,6 +305,8 @@ func outputFromProto(p *pb.TaskResult) (any, error) {
 func Artifacts(k Kind) []Artifact {
 	switch k := k.(type) {
 	case DispatcherDeploy:
+		return []Artifact{k.Artifact}
+	case DispatcherPrepare:
 		return []Artifact{k.Artifact}
 	case PackageInstall:
 		return k.Packages

@@ -56,6 +56,7 @@ func TestEveryKindRoundTrips(t *testing.T) {
 	kinds := []Kind{
 		HostFacts{},
 		DispatcherDeploy{Artifact: Artifact{SHA256: "ab", Size: 3, Name: "d.zip"}},
+		DispatcherPrepare{Artifact: Artifact{SHA256: "cd", Size: 4, Name: "e.zip"}},
 		DispatcherRestore{BackupID: "b1"},
 		CacheFlush{InvalidatePaths: []string{"/content/a"}, FlushPaths: []string{"/content/b"}},
 		PackageInstall{Packages: []Artifact{{SHA256: "1"}, {SHA256: "2", Name: "p.zip"}}},
@@ -72,6 +73,8 @@ func TestEveryKindRoundTrips(t *testing.T) {
 		require.Equal(t, k, got.Kind)
 	}
 	_, err := SpecFromProto(&pb.Task{Id: "x", Kind: &pb.Task_DispatcherDeploy{DispatcherDeploy: &pb.DispatcherDeployTask{}}})
+	require.ErrorContains(t, err, "without an artifact digest")
+	_, err = SpecFromProto(&pb.Task{Id: "x", Kind: &pb.Task_DispatcherPrepare{DispatcherPrepare: &pb.DispatcherPrepareTask{}}})
 	require.ErrorContains(t, err, "without an artifact digest")
 }
 
@@ -91,4 +94,14 @@ func TestEveryOutputRoundTrips(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, o, got.Output)
 	}
+}
+
+func TestTypedNilOutputIsNoOutput(t *testing.T) {
+	var out *DispatcherOutput
+	b, err := MarshalResult(&Result{TaskID: "x", Status: StatusFailed, Error: "boom", Output: out})
+	require.NoError(t, err)
+	r, err := UnmarshalResult(b)
+	require.NoError(t, err)
+	require.Nil(t, r.Output)
+	require.Equal(t, "boom", r.Error)
 }

@@ -67,7 +67,7 @@ func (s *Sim) Runs() map[string]int {
 }
 
 // Kinds the sim answers.
-var simKinds = []string{"dispatcher_deploy", "dispatcher_restore", "package_install", "cache_flush", "lb_detach", "lb_attach", "build", "code_scan"}
+var simKinds = []string{"dispatcher_prepare", "dispatcher_deploy", "dispatcher_restore", "package_install", "cache_flush", "lb_detach", "lb_attach", "build", "code_scan"}
 
 func (s *Sim) handler(kind string) worker.Handler {
 	return worker.HandlerFunc(func(ctx context.Context, t *worker.Task) (any, error) {
@@ -93,6 +93,8 @@ func (s *Sim) handler(kind string) worker.Handler {
 					o.ConfigTest, o.Restored = msg, true
 				}
 				out = o
+			case "dispatcher_prepare":
+				out = &task.DispatcherOutput{Files: 3}
 			case "package_install":
 				out = &task.PackageInstallOutput{Packages: []task.PackageOutcome{{ID: "g:n:1", Status: "installed"}}}
 			case "cache_flush":

@@ -1483,6 +1483,7 @@ type Task struct {
 	//	*Task_LbAttach
 	//	*Task_Build
 	//	*Task_CodeScan
+	//	*Task_DispatcherPrepare
 	Kind          isTask_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1648,6 +1649,15 @@ func (x *Task) GetCodeScan() *CodeScanTask {
 	return nil
 }
 
+func (x *Task) GetDispatcherPrepare() *DispatcherPrepareTask {
+	if x != nil {
+		if x, ok := x.Kind.(*Task_DispatcherPrepare); ok {
+			return x.DispatcherPrepare
+		}
+	}
+	return nil
+}
+
 type isTask_Kind interface {
 	isTask_Kind()
 }
@@ -1688,6 +1698,10 @@ type Task_CodeScan struct {
 	CodeScan *CodeScanTask `protobuf:"bytes,18,opt,name=code_scan,json=codeScan,proto3,oneof"`
 }
 
+type Task_DispatcherPrepare struct {
+	DispatcherPrepare *DispatcherPrepareTask `protobuf:"bytes,19,opt,name=dispatcher_prepare,json=dispatcherPrepare,proto3,oneof"`
+}
+
 func (*Task_HostFacts) isTask_Kind() {}
 
 func (*Task_DispatcherDeploy) isTask_Kind() {}
@@ -1705,6 +1719,8 @@ func (*Task_LbAttach) isTask_Kind() {}
 func (*Task_Build) isTask_Kind() {}
 
 func (*Task_CodeScan) isTask_Kind() {}
+
+func (*Task_DispatcherPrepare) isTask_Kind() {}
 
 // BuildTask clones a repository at a branch into a fresh workspace on a
 // builder and runs one of the builder's own build profiles there, then
@@ -1931,6 +1947,57 @@ func (x *DispatcherDeployTask) GetArtifact() *ArtifactRef {
 	return nil
 }
 
+// DispatcherPrepareTask fetches, extracts and validates a dispatcher
+// config artifact into the agent's staging area without touching the live
+// tree, so the DispatcherDeployTask of the same artifact that follows
+// spends its load-balancer detach window only on the swap, configtest and
+// reload. A rollout sends it to every dispatcher before the first detach:
+// a broken artifact is rejected everywhere while every host still serves.
+// Answered with a DispatcherOutput (files, ignored).
+type DispatcherPrepareTask struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Artifact      *ArtifactRef           `protobuf:"bytes,1,opt,name=artifact,proto3" json:"artifact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DispatcherPrepareTask) Reset() {
+	*x = DispatcherPrepareTask{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DispatcherPrepareTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DispatcherPrepareTask) ProtoMessage() {}
+
+func (x *DispatcherPrepareTask) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DispatcherPrepareTask.ProtoReflect.Descriptor instead.
+func (*DispatcherPrepareTask) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DispatcherPrepareTask) GetArtifact() *ArtifactRef {
+	if x != nil {
+		return x.Artifact
+	}
+	return nil
+}
+
 // DispatcherRestoreTask puts a backup back. An empty backup_id means the
 // backup taken before the most recent deployment.
 type DispatcherRestoreTask struct {
@@ -1942,7 +2009,7 @@ type DispatcherRestoreTask struct {
 
 func (x *DispatcherRestoreTask) Reset() {
 	*x = DispatcherRestoreTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1954,7 +2021,7 @@ func (x *DispatcherRestoreTask) String() string {
 func (*DispatcherRestoreTask) ProtoMessage() {}
 
 func (x *DispatcherRestoreTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[24]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1967,7 +2034,7 @@ func (x *DispatcherRestoreTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatcherRestoreTask.ProtoReflect.Descriptor instead.
 func (*DispatcherRestoreTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DispatcherRestoreTask) GetBackupId() string {
@@ -1989,7 +2056,7 @@ type CacheFlushTask struct {
 
 func (x *CacheFlushTask) Reset() {
 	*x = CacheFlushTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2001,7 +2068,7 @@ func (x *CacheFlushTask) String() string {
 func (*CacheFlushTask) ProtoMessage() {}
 
 func (x *CacheFlushTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[25]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2014,7 +2081,7 @@ func (x *CacheFlushTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheFlushTask.ProtoReflect.Descriptor instead.
 func (*CacheFlushTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CacheFlushTask) GetInvalidatePaths() []string {
@@ -2042,7 +2109,7 @@ type PackageInstallTask struct {
 
 func (x *PackageInstallTask) Reset() {
 	*x = PackageInstallTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2054,7 +2121,7 @@ func (x *PackageInstallTask) String() string {
 func (*PackageInstallTask) ProtoMessage() {}
 
 func (x *PackageInstallTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[26]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2067,7 +2134,7 @@ func (x *PackageInstallTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageInstallTask.ProtoReflect.Descriptor instead.
 func (*PackageInstallTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PackageInstallTask) GetPackages() []*ArtifactRef {
@@ -2085,7 +2152,7 @@ type LoadBalancerDetachTask struct {
 
 func (x *LoadBalancerDetachTask) Reset() {
 	*x = LoadBalancerDetachTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2164,7 @@ func (x *LoadBalancerDetachTask) String() string {
 func (*LoadBalancerDetachTask) ProtoMessage() {}
 
 func (x *LoadBalancerDetachTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[27]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2177,7 @@ func (x *LoadBalancerDetachTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerDetachTask.ProtoReflect.Descriptor instead.
 func (*LoadBalancerDetachTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 type LoadBalancerAttachTask struct {
@@ -2121,7 +2188,7 @@ type LoadBalancerAttachTask struct {
 
 func (x *LoadBalancerAttachTask) Reset() {
 	*x = LoadBalancerAttachTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2133,7 +2200,7 @@ func (x *LoadBalancerAttachTask) String() string {
 func (*LoadBalancerAttachTask) ProtoMessage() {}
 
 func (x *LoadBalancerAttachTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[28]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2146,7 +2213,7 @@ func (x *LoadBalancerAttachTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerAttachTask.ProtoReflect.Descriptor instead.
 func (*LoadBalancerAttachTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 // HostFactsTask asks the agent to describe its host.
@@ -2158,7 +2225,7 @@ type HostFactsTask struct {
 
 func (x *HostFactsTask) Reset() {
 	*x = HostFactsTask{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[29]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2170,7 +2237,7 @@ func (x *HostFactsTask) String() string {
 func (*HostFactsTask) ProtoMessage() {}
 
 func (x *HostFactsTask) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[29]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2183,7 +2250,7 @@ func (x *HostFactsTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostFactsTask.ProtoReflect.Descriptor instead.
 func (*HostFactsTask) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 type HostFacts struct {
@@ -2206,7 +2273,7 @@ type HostFacts struct {
 
 func (x *HostFacts) Reset() {
 	*x = HostFacts{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[30]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2218,7 +2285,7 @@ func (x *HostFacts) String() string {
 func (*HostFacts) ProtoMessage() {}
 
 func (x *HostFacts) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[30]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2231,7 +2298,7 @@ func (x *HostFacts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostFacts.ProtoReflect.Descriptor instead.
 func (*HostFacts) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *HostFacts) GetHostname() string {
@@ -2318,7 +2385,7 @@ type TaskProgress struct {
 
 func (x *TaskProgress) Reset() {
 	*x = TaskProgress{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[31]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2330,7 +2397,7 @@ func (x *TaskProgress) String() string {
 func (*TaskProgress) ProtoMessage() {}
 
 func (x *TaskProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[31]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2343,7 +2410,7 @@ func (x *TaskProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskProgress.ProtoReflect.Descriptor instead.
 func (*TaskProgress) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TaskProgress) GetTaskId() string {
@@ -2400,7 +2467,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2412,7 +2479,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2425,7 +2492,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -2599,7 +2666,7 @@ type BuildOutput struct {
 
 func (x *BuildOutput) Reset() {
 	*x = BuildOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[33]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2611,7 +2678,7 @@ func (x *BuildOutput) String() string {
 func (*BuildOutput) ProtoMessage() {}
 
 func (x *BuildOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[33]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2624,7 +2691,7 @@ func (x *BuildOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildOutput.ProtoReflect.Descriptor instead.
 func (*BuildOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *BuildOutput) GetCommit() string {
@@ -2667,7 +2734,7 @@ type CodeScanOutput struct {
 
 func (x *CodeScanOutput) Reset() {
 	*x = CodeScanOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[34]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2679,7 +2746,7 @@ func (x *CodeScanOutput) String() string {
 func (*CodeScanOutput) ProtoMessage() {}
 
 func (x *CodeScanOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[34]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2692,7 +2759,7 @@ func (x *CodeScanOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CodeScanOutput.ProtoReflect.Descriptor instead.
 func (*CodeScanOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CodeScanOutput) GetMetrics() []byte {
@@ -2738,7 +2805,7 @@ type DispatcherOutput struct {
 
 func (x *DispatcherOutput) Reset() {
 	*x = DispatcherOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[35]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2750,7 +2817,7 @@ func (x *DispatcherOutput) String() string {
 func (*DispatcherOutput) ProtoMessage() {}
 
 func (x *DispatcherOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[35]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2763,7 +2830,7 @@ func (x *DispatcherOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatcherOutput.ProtoReflect.Descriptor instead.
 func (*DispatcherOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DispatcherOutput) GetBackupId() string {
@@ -2821,7 +2888,7 @@ type FlushedPath struct {
 
 func (x *FlushedPath) Reset() {
 	*x = FlushedPath{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[36]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2833,7 +2900,7 @@ func (x *FlushedPath) String() string {
 func (*FlushedPath) ProtoMessage() {}
 
 func (x *FlushedPath) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[36]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2846,7 +2913,7 @@ func (x *FlushedPath) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlushedPath.ProtoReflect.Descriptor instead.
 func (*FlushedPath) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *FlushedPath) GetPath() string {
@@ -2886,7 +2953,7 @@ type CacheFlushOutput struct {
 
 func (x *CacheFlushOutput) Reset() {
 	*x = CacheFlushOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[37]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2898,7 +2965,7 @@ func (x *CacheFlushOutput) String() string {
 func (*CacheFlushOutput) ProtoMessage() {}
 
 func (x *CacheFlushOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[37]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2911,7 +2978,7 @@ func (x *CacheFlushOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheFlushOutput.ProtoReflect.Descriptor instead.
 func (*CacheFlushOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{37}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CacheFlushOutput) GetPaths() []*FlushedPath {
@@ -2936,7 +3003,7 @@ type PackageOutcome struct {
 
 func (x *PackageOutcome) Reset() {
 	*x = PackageOutcome{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[38]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2948,7 +3015,7 @@ func (x *PackageOutcome) String() string {
 func (*PackageOutcome) ProtoMessage() {}
 
 func (x *PackageOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[38]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2961,7 +3028,7 @@ func (x *PackageOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageOutcome.ProtoReflect.Descriptor instead.
 func (*PackageOutcome) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{38}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PackageOutcome) GetId() string {
@@ -3008,7 +3075,7 @@ type PackageInstallOutput struct {
 
 func (x *PackageInstallOutput) Reset() {
 	*x = PackageInstallOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[39]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3020,7 +3087,7 @@ func (x *PackageInstallOutput) String() string {
 func (*PackageInstallOutput) ProtoMessage() {}
 
 func (x *PackageInstallOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[39]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3033,7 +3100,7 @@ func (x *PackageInstallOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageInstallOutput.ProtoReflect.Descriptor instead.
 func (*PackageInstallOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{39}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PackageInstallOutput) GetPackages() []*PackageOutcome {
@@ -3057,7 +3124,7 @@ type LoadBalancerOutput struct {
 
 func (x *LoadBalancerOutput) Reset() {
 	*x = LoadBalancerOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[40]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3069,7 +3136,7 @@ func (x *LoadBalancerOutput) String() string {
 func (*LoadBalancerOutput) ProtoMessage() {}
 
 func (x *LoadBalancerOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[40]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3082,7 +3149,7 @@ func (x *LoadBalancerOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerOutput.ProtoReflect.Descriptor instead.
 func (*LoadBalancerOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{40}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *LoadBalancerOutput) GetState() string {
@@ -3131,7 +3198,7 @@ type FetchArtifactRequest struct {
 
 func (x *FetchArtifactRequest) Reset() {
 	*x = FetchArtifactRequest{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[41]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3143,7 +3210,7 @@ func (x *FetchArtifactRequest) String() string {
 func (*FetchArtifactRequest) ProtoMessage() {}
 
 func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[41]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3156,7 +3223,7 @@ func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactRequest.ProtoReflect.Descriptor instead.
 func (*FetchArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{41}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *FetchArtifactRequest) GetSha256() string {
@@ -3184,7 +3251,7 @@ type ArtifactChunk struct {
 
 func (x *ArtifactChunk) Reset() {
 	*x = ArtifactChunk{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[42]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3196,7 +3263,7 @@ func (x *ArtifactChunk) String() string {
 func (*ArtifactChunk) ProtoMessage() {}
 
 func (x *ArtifactChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[42]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3209,7 +3276,7 @@ func (x *ArtifactChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactChunk.ProtoReflect.Descriptor instead.
 func (*ArtifactChunk) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{42}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ArtifactChunk) GetData() []byte {
@@ -3310,7 +3377,7 @@ const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"$\n" +
 	"\tAckResult\x12\x17\n" +
-	"\atask_id\x18\x01 \x01(\tR\x06taskId\"\xc0\x06\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\"\x95\a\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fexecution_id\x18\x02 \x01(\tR\vexecutionId\x12\x12\n" +
@@ -3330,7 +3397,8 @@ const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"\tlb_detach\x18\x0f \x01(\v2#.deckhand.v1.LoadBalancerDetachTaskH\x00R\blbDetach\x12B\n" +
 	"\tlb_attach\x18\x10 \x01(\v2#.deckhand.v1.LoadBalancerAttachTaskH\x00R\blbAttach\x12.\n" +
 	"\x05build\x18\x11 \x01(\v2\x16.deckhand.v1.BuildTaskH\x00R\x05build\x128\n" +
-	"\tcode_scan\x18\x12 \x01(\v2\x19.deckhand.v1.CodeScanTaskH\x00R\bcodeScanB\x06\n" +
+	"\tcode_scan\x18\x12 \x01(\v2\x19.deckhand.v1.CodeScanTaskH\x00R\bcodeScan\x12S\n" +
+	"\x12dispatcher_prepare\x18\x13 \x01(\v2\".deckhand.v1.DispatcherPrepareTaskH\x00R\x11dispatcherPrepareB\x06\n" +
 	"\x04kind\"]\n" +
 	"\tBuildTask\x12\x1e\n" +
 	"\n" +
@@ -3346,6 +3414,8 @@ const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\"L\n" +
 	"\x14DispatcherDeployTask\x124\n" +
+	"\bartifact\x18\x01 \x01(\v2\x18.deckhand.v1.ArtifactRefR\bartifact\"M\n" +
+	"\x15DispatcherPrepareTask\x124\n" +
 	"\bartifact\x18\x01 \x01(\v2\x18.deckhand.v1.ArtifactRefR\bartifact\"4\n" +
 	"\x15DispatcherRestoreTask\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\"\\\n" +
@@ -3474,7 +3544,7 @@ func file_deckhand_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_deckhand_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_deckhand_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_deckhand_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_deckhand_v1_agent_proto_goTypes = []any{
 	(HeldState)(0),                 // 0: deckhand.v1.HeldState
 	(TaskStatus)(0),                // 1: deckhand.v1.TaskStatus
@@ -3502,38 +3572,39 @@ var file_deckhand_v1_agent_proto_goTypes = []any{
 	(*CodeScanTask)(nil),           // 23: deckhand.v1.CodeScanTask
 	(*ArtifactRef)(nil),            // 24: deckhand.v1.ArtifactRef
 	(*DispatcherDeployTask)(nil),   // 25: deckhand.v1.DispatcherDeployTask
-	(*DispatcherRestoreTask)(nil),  // 26: deckhand.v1.DispatcherRestoreTask
-	(*CacheFlushTask)(nil),         // 27: deckhand.v1.CacheFlushTask
-	(*PackageInstallTask)(nil),     // 28: deckhand.v1.PackageInstallTask
-	(*LoadBalancerDetachTask)(nil), // 29: deckhand.v1.LoadBalancerDetachTask
-	(*LoadBalancerAttachTask)(nil), // 30: deckhand.v1.LoadBalancerAttachTask
-	(*HostFactsTask)(nil),          // 31: deckhand.v1.HostFactsTask
-	(*HostFacts)(nil),              // 32: deckhand.v1.HostFacts
-	(*TaskProgress)(nil),           // 33: deckhand.v1.TaskProgress
-	(*TaskResult)(nil),             // 34: deckhand.v1.TaskResult
-	(*BuildOutput)(nil),            // 35: deckhand.v1.BuildOutput
-	(*CodeScanOutput)(nil),         // 36: deckhand.v1.CodeScanOutput
-	(*DispatcherOutput)(nil),       // 37: deckhand.v1.DispatcherOutput
-	(*FlushedPath)(nil),            // 38: deckhand.v1.FlushedPath
-	(*CacheFlushOutput)(nil),       // 39: deckhand.v1.CacheFlushOutput
-	(*PackageOutcome)(nil),         // 40: deckhand.v1.PackageOutcome
-	(*PackageInstallOutput)(nil),   // 41: deckhand.v1.PackageInstallOutput
-	(*LoadBalancerOutput)(nil),     // 42: deckhand.v1.LoadBalancerOutput
-	(*FetchArtifactRequest)(nil),   // 43: deckhand.v1.FetchArtifactRequest
-	(*ArtifactChunk)(nil),          // 44: deckhand.v1.ArtifactChunk
-	(*timestamppb.Timestamp)(nil),  // 45: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 46: google.protobuf.Duration
+	(*DispatcherPrepareTask)(nil),  // 26: deckhand.v1.DispatcherPrepareTask
+	(*DispatcherRestoreTask)(nil),  // 27: deckhand.v1.DispatcherRestoreTask
+	(*CacheFlushTask)(nil),         // 28: deckhand.v1.CacheFlushTask
+	(*PackageInstallTask)(nil),     // 29: deckhand.v1.PackageInstallTask
+	(*LoadBalancerDetachTask)(nil), // 30: deckhand.v1.LoadBalancerDetachTask
+	(*LoadBalancerAttachTask)(nil), // 31: deckhand.v1.LoadBalancerAttachTask
+	(*HostFactsTask)(nil),          // 32: deckhand.v1.HostFactsTask
+	(*HostFacts)(nil),              // 33: deckhand.v1.HostFacts
+	(*TaskProgress)(nil),           // 34: deckhand.v1.TaskProgress
+	(*TaskResult)(nil),             // 35: deckhand.v1.TaskResult
+	(*BuildOutput)(nil),            // 36: deckhand.v1.BuildOutput
+	(*CodeScanOutput)(nil),         // 37: deckhand.v1.CodeScanOutput
+	(*DispatcherOutput)(nil),       // 38: deckhand.v1.DispatcherOutput
+	(*FlushedPath)(nil),            // 39: deckhand.v1.FlushedPath
+	(*CacheFlushOutput)(nil),       // 40: deckhand.v1.CacheFlushOutput
+	(*PackageOutcome)(nil),         // 41: deckhand.v1.PackageOutcome
+	(*PackageInstallOutput)(nil),   // 42: deckhand.v1.PackageInstallOutput
+	(*LoadBalancerOutput)(nil),     // 43: deckhand.v1.LoadBalancerOutput
+	(*FetchArtifactRequest)(nil),   // 44: deckhand.v1.FetchArtifactRequest
+	(*ArtifactChunk)(nil),          // 45: deckhand.v1.ArtifactChunk
+	(*timestamppb.Timestamp)(nil),  // 46: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 47: google.protobuf.Duration
 }
 var file_deckhand_v1_agent_proto_depIdxs = []int32{
 	3,  // 0: deckhand.v1.UploadArtifactRequest.header:type_name -> deckhand.v1.UploadHeader
 	14, // 1: deckhand.v1.AgentMessage.hello:type_name -> deckhand.v1.Hello
 	17, // 2: deckhand.v1.AgentMessage.heartbeat:type_name -> deckhand.v1.Heartbeat
-	33, // 3: deckhand.v1.AgentMessage.progress:type_name -> deckhand.v1.TaskProgress
-	34, // 4: deckhand.v1.AgentMessage.result:type_name -> deckhand.v1.TaskResult
+	34, // 3: deckhand.v1.AgentMessage.progress:type_name -> deckhand.v1.TaskProgress
+	35, // 4: deckhand.v1.AgentMessage.result:type_name -> deckhand.v1.TaskResult
 	12, // 5: deckhand.v1.AgentMessage.renew:type_name -> deckhand.v1.RenewRequest
 	8,  // 6: deckhand.v1.AgentMessage.drift:type_name -> deckhand.v1.DriftReport
 	9,  // 7: deckhand.v1.DriftReport.events:type_name -> deckhand.v1.DriftEvent
-	45, // 8: deckhand.v1.DriftEvent.at:type_name -> google.protobuf.Timestamp
+	46, // 8: deckhand.v1.DriftEvent.at:type_name -> google.protobuf.Timestamp
 	16, // 9: deckhand.v1.ServerMessage.welcome:type_name -> deckhand.v1.Welcome
 	18, // 10: deckhand.v1.ServerMessage.assign:type_name -> deckhand.v1.Assign
 	19, // 11: deckhand.v1.ServerMessage.cancel:type_name -> deckhand.v1.Cancel
@@ -3542,52 +3613,54 @@ var file_deckhand_v1_agent_proto_depIdxs = []int32{
 	11, // 14: deckhand.v1.ServerMessage.drift_ack:type_name -> deckhand.v1.DriftAck
 	15, // 15: deckhand.v1.Hello.held:type_name -> deckhand.v1.HeldTask
 	0,  // 16: deckhand.v1.HeldTask.state:type_name -> deckhand.v1.HeldState
-	46, // 17: deckhand.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	45, // 18: deckhand.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	47, // 17: deckhand.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	46, // 18: deckhand.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
 	21, // 19: deckhand.v1.Assign.task:type_name -> deckhand.v1.Task
-	45, // 20: deckhand.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	46, // 21: deckhand.v1.Task.timeout:type_name -> google.protobuf.Duration
-	31, // 22: deckhand.v1.Task.host_facts:type_name -> deckhand.v1.HostFactsTask
+	46, // 20: deckhand.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	47, // 21: deckhand.v1.Task.timeout:type_name -> google.protobuf.Duration
+	32, // 22: deckhand.v1.Task.host_facts:type_name -> deckhand.v1.HostFactsTask
 	25, // 23: deckhand.v1.Task.dispatcher_deploy:type_name -> deckhand.v1.DispatcherDeployTask
-	26, // 24: deckhand.v1.Task.dispatcher_restore:type_name -> deckhand.v1.DispatcherRestoreTask
-	27, // 25: deckhand.v1.Task.cache_flush:type_name -> deckhand.v1.CacheFlushTask
-	28, // 26: deckhand.v1.Task.package_install:type_name -> deckhand.v1.PackageInstallTask
-	29, // 27: deckhand.v1.Task.lb_detach:type_name -> deckhand.v1.LoadBalancerDetachTask
-	30, // 28: deckhand.v1.Task.lb_attach:type_name -> deckhand.v1.LoadBalancerAttachTask
+	27, // 24: deckhand.v1.Task.dispatcher_restore:type_name -> deckhand.v1.DispatcherRestoreTask
+	28, // 25: deckhand.v1.Task.cache_flush:type_name -> deckhand.v1.CacheFlushTask
+	29, // 26: deckhand.v1.Task.package_install:type_name -> deckhand.v1.PackageInstallTask
+	30, // 27: deckhand.v1.Task.lb_detach:type_name -> deckhand.v1.LoadBalancerDetachTask
+	31, // 28: deckhand.v1.Task.lb_attach:type_name -> deckhand.v1.LoadBalancerAttachTask
 	22, // 29: deckhand.v1.Task.build:type_name -> deckhand.v1.BuildTask
 	23, // 30: deckhand.v1.Task.code_scan:type_name -> deckhand.v1.CodeScanTask
-	24, // 31: deckhand.v1.DispatcherDeployTask.artifact:type_name -> deckhand.v1.ArtifactRef
-	24, // 32: deckhand.v1.PackageInstallTask.packages:type_name -> deckhand.v1.ArtifactRef
-	45, // 33: deckhand.v1.HostFacts.collected_at:type_name -> google.protobuf.Timestamp
-	45, // 34: deckhand.v1.TaskProgress.at:type_name -> google.protobuf.Timestamp
-	1,  // 35: deckhand.v1.TaskResult.status:type_name -> deckhand.v1.TaskStatus
-	45, // 36: deckhand.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
-	45, // 37: deckhand.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
-	32, // 38: deckhand.v1.TaskResult.host_facts:type_name -> deckhand.v1.HostFacts
-	37, // 39: deckhand.v1.TaskResult.dispatcher:type_name -> deckhand.v1.DispatcherOutput
-	39, // 40: deckhand.v1.TaskResult.cache_flush:type_name -> deckhand.v1.CacheFlushOutput
-	41, // 41: deckhand.v1.TaskResult.package_install:type_name -> deckhand.v1.PackageInstallOutput
-	42, // 42: deckhand.v1.TaskResult.lb:type_name -> deckhand.v1.LoadBalancerOutput
-	35, // 43: deckhand.v1.TaskResult.build:type_name -> deckhand.v1.BuildOutput
-	36, // 44: deckhand.v1.TaskResult.code_scan:type_name -> deckhand.v1.CodeScanOutput
-	24, // 45: deckhand.v1.BuildOutput.artifacts:type_name -> deckhand.v1.ArtifactRef
-	38, // 46: deckhand.v1.CacheFlushOutput.paths:type_name -> deckhand.v1.FlushedPath
-	46, // 47: deckhand.v1.PackageOutcome.took:type_name -> google.protobuf.Duration
-	40, // 48: deckhand.v1.PackageInstallOutput.packages:type_name -> deckhand.v1.PackageOutcome
-	46, // 49: deckhand.v1.LoadBalancerOutput.waited:type_name -> google.protobuf.Duration
-	7,  // 50: deckhand.v1.AgentService.Connect:input_type -> deckhand.v1.AgentMessage
-	43, // 51: deckhand.v1.AgentService.FetchArtifact:input_type -> deckhand.v1.FetchArtifactRequest
-	2,  // 52: deckhand.v1.AgentService.UploadArtifact:input_type -> deckhand.v1.UploadArtifactRequest
-	5,  // 53: deckhand.v1.EnrollService.Enroll:input_type -> deckhand.v1.EnrollRequest
-	10, // 54: deckhand.v1.AgentService.Connect:output_type -> deckhand.v1.ServerMessage
-	44, // 55: deckhand.v1.AgentService.FetchArtifact:output_type -> deckhand.v1.ArtifactChunk
-	4,  // 56: deckhand.v1.AgentService.UploadArtifact:output_type -> deckhand.v1.UploadArtifactResponse
-	6,  // 57: deckhand.v1.EnrollService.Enroll:output_type -> deckhand.v1.EnrollResponse
-	54, // [54:58] is the sub-list for method output_type
-	50, // [50:54] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	26, // 31: deckhand.v1.Task.dispatcher_prepare:type_name -> deckhand.v1.DispatcherPrepareTask
+	24, // 32: deckhand.v1.DispatcherDeployTask.artifact:type_name -> deckhand.v1.ArtifactRef
+	24, // 33: deckhand.v1.DispatcherPrepareTask.artifact:type_name -> deckhand.v1.ArtifactRef
+	24, // 34: deckhand.v1.PackageInstallTask.packages:type_name -> deckhand.v1.ArtifactRef
+	46, // 35: deckhand.v1.HostFacts.collected_at:type_name -> google.protobuf.Timestamp
+	46, // 36: deckhand.v1.TaskProgress.at:type_name -> google.protobuf.Timestamp
+	1,  // 37: deckhand.v1.TaskResult.status:type_name -> deckhand.v1.TaskStatus
+	46, // 38: deckhand.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
+	46, // 39: deckhand.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
+	33, // 40: deckhand.v1.TaskResult.host_facts:type_name -> deckhand.v1.HostFacts
+	38, // 41: deckhand.v1.TaskResult.dispatcher:type_name -> deckhand.v1.DispatcherOutput
+	40, // 42: deckhand.v1.TaskResult.cache_flush:type_name -> deckhand.v1.CacheFlushOutput
+	42, // 43: deckhand.v1.TaskResult.package_install:type_name -> deckhand.v1.PackageInstallOutput
+	43, // 44: deckhand.v1.TaskResult.lb:type_name -> deckhand.v1.LoadBalancerOutput
+	36, // 45: deckhand.v1.TaskResult.build:type_name -> deckhand.v1.BuildOutput
+	37, // 46: deckhand.v1.TaskResult.code_scan:type_name -> deckhand.v1.CodeScanOutput
+	24, // 47: deckhand.v1.BuildOutput.artifacts:type_name -> deckhand.v1.ArtifactRef
+	39, // 48: deckhand.v1.CacheFlushOutput.paths:type_name -> deckhand.v1.FlushedPath
+	47, // 49: deckhand.v1.PackageOutcome.took:type_name -> google.protobuf.Duration
+	41, // 50: deckhand.v1.PackageInstallOutput.packages:type_name -> deckhand.v1.PackageOutcome
+	47, // 51: deckhand.v1.LoadBalancerOutput.waited:type_name -> google.protobuf.Duration
+	7,  // 52: deckhand.v1.AgentService.Connect:input_type -> deckhand.v1.AgentMessage
+	44, // 53: deckhand.v1.AgentService.FetchArtifact:input_type -> deckhand.v1.FetchArtifactRequest
+	2,  // 54: deckhand.v1.AgentService.UploadArtifact:input_type -> deckhand.v1.UploadArtifactRequest
+	5,  // 55: deckhand.v1.EnrollService.Enroll:input_type -> deckhand.v1.EnrollRequest
+	10, // 56: deckhand.v1.AgentService.Connect:output_type -> deckhand.v1.ServerMessage
+	45, // 57: deckhand.v1.AgentService.FetchArtifact:output_type -> deckhand.v1.ArtifactChunk
+	4,  // 58: deckhand.v1.AgentService.UploadArtifact:output_type -> deckhand.v1.UploadArtifactResponse
+	6,  // 59: deckhand.v1.EnrollService.Enroll:output_type -> deckhand.v1.EnrollResponse
+	56, // [56:60] is the sub-list for method output_type
+	52, // [52:56] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_deckhand_v1_agent_proto_init() }
@@ -3625,8 +3698,9 @@ func file_deckhand_v1_agent_proto_init() {
 		(*Task_LbAttach)(nil),
 		(*Task_Build)(nil),
 		(*Task_CodeScan)(nil),
+		(*Task_DispatcherPrepare)(nil),
 	}
-	file_deckhand_v1_agent_proto_msgTypes[32].OneofWrappers = []any{
+	file_deckhand_v1_agent_proto_msgTypes[33].OneofWrappers = []any{
 		(*TaskResult_HostFacts)(nil),
 		(*TaskResult_Dispatcher)(nil),
 		(*TaskResult_CacheFlush)(nil),
@@ -3641,7 +3715,7 @@ func file_deckhand_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_deckhand_v1_agent_proto_rawDesc), len(file_deckhand_v1_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   43,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
