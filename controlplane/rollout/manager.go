@@ -585,12 +585,21 @@ func (r *run) awaitStep(ctx context.Context, key string, k task.Kind) error {
 		}
 		return r.failStep(st, k, fmt.Sprintf("no result from %s by %s (is its agent online?): %v", st.Host, deadline.Format(time.RFC3339), err), nil)
 	}
-	if res.Status != task.StatusSucceeded {
+	status := StepSucceeded
+	switch {
+	case res.Status == task.StatusRefused && k.Name() == kindPrepare:
+		// An agent older than the prepare step refuses it: nothing was
+		// done, and its deploy stages the artifact itself as before.
+		status = StepSkipped
+	case res.Status != task.StatusSucceeded:
 		return r.failStep(st, k, res.Error, res)
 	}
-	st.Status, st.FinishedAt, st.Summary = StepSucceeded, r.m.now().UTC(), summarize(res)
-	r.m.Metrics.Step(k.Name(), string(StepSucceeded), st.FinishedAt.Sub(st.StartedAt))
-	ev := Event{Kind: EventStepFinished, Step: key, Task: k.Name(), Host: st.Host, Pair: st.Pair, Status: StepSucceeded, Attempts: res.Attempts, Message: st.Summary}
+	st.Status, st.FinishedAt, st.Summary = status, r.m.now().UTC(), summarize(res)
+	if status == StepSkipped {
+		st.Summary = "skipped: the agent cannot prepare (" + res.Error + "); its deploy stages the artifact"
+	}
+	r.m.Metrics.Step(k.Name(), string(status), st.FinishedAt.Sub(st.StartedAt))
+	ev := Event{Kind: EventStepFinished, Step: key, Task: k.Name(), Host: st.Host, Pair: st.Pair, Status: status, Attempts: res.Attempts, Message: st.Summary}
 	if err := r.setStep(st, &ev); err != nil {
 		return fmt.Errorf("persist step %s: %w", key, err)
 	}
@@ -635,7 +644,10 @@ func summarize(res *task.Result) string {
 		}
 		return strings.Join(parts, ", ")
 	case *task.DispatcherOutput:
-		s := fmt.Sprintf("%d files, backup %s", o.Files, o.BackupID)
+		s := fmt.Sprintf("%d files", o.Files)
+		if o.BackupID != "" {
+			s += ", backup " + o.BackupID
+		}
 		if len(o.Ignored) > 0 {
 			s += fmt.Sprintf(", %d immutable entries ignored", len(o.Ignored))
 		}

@@ -191,6 +191,28 @@ func TestRejectedArtifactTouchesNoHost(t *testing.T) {
 	e.checkInvariants(evs, "prod")
 }
 
+// TestOlderAgentSkipsPrepare: an agent from before the prepare step
+// refuses it; the rollout goes on (its deploy stages the artifact).
+func TestOlderAgentSkipsPrepare(t *testing.T) {
+	c := servertest.Start(t, servertest.Options{Topology: topology, HeartbeatInterval: 200 * time.Millisecond})
+	e := &env{t: t, c: c, sim: servertest.NewSim()}
+	c.StartSimAgents(t, e.sim, "author1", "publish1", "dispatcher1", "publish2")
+	e.sim.Without("dispatcher_prepare")
+	c.StartSimAgents(t, e.sim, "dispatcher2")
+	d, steps, evs := e.run(e.request("prod", rollout.ActionDeploy))
+	require.Equal(t, rollout.StateSucceeded, d.State, d.Error)
+	st := map[string]rollout.StepState{}
+	for _, s := range steps {
+		st[s.Key] = s
+	}
+	require.Equal(t, rollout.StepSucceeded, st["prepare.dispatcher1"].Status)
+	require.Equal(t, rollout.StepSkipped, st["prepare.dispatcher2"].Status)
+	require.Contains(t, st["prepare.dispatcher2"].Summary, "does not run dispatcher_prepare tasks")
+	require.Equal(t, rollout.StepSucceeded, st["pair2.deploy.dispatcher2"].Status)
+	require.Equal(t, "deploy ok; flush ok; in service", d.Hosts["dispatcher2"])
+	e.checkInvariants(evs, "prod")
+}
+
 func TestFailedPublishLeavesItsPairDetached(t *testing.T) {
 	e := start(t, prodHosts...)
 	e.sim.Fail("pair1.install.publish1", "Refusing to install package g:n:1. required dependencies missing: [x]")

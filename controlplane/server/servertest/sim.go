@@ -26,6 +26,9 @@ type Sim struct {
 	gate  map[string]chan struct{} // step key -> wait until closed
 	// Outputs overrides a kind's output (e.g. a build's artifacts).
 	outputs map[string]any
+	// without are kinds the agents started next have no handler for (an
+	// older agent version).
+	without map[string]bool
 }
 
 // NewSim returns an empty Sim.
@@ -43,6 +46,17 @@ func (s *Sim) Gate(step string) chan struct{} {
 	s.gate[step] = ch
 	s.mu.Unlock()
 	return ch
+}
+
+// Without makes the agents started after it lack handlers for kinds, as
+// an agent from before those kinds existed.
+func (s *Sim) Without(kinds ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.without = map[string]bool{}
+	for _, k := range kinds {
+		s.without[k] = true
+	}
 }
 
 // Output sets what tasks of kind return.
@@ -122,9 +136,13 @@ func (s *Sim) handler(kind string) worker.Handler {
 func (c *Control) StartSimAgents(t testing.TB, s *Sim, hosts ...string) {
 	t.Helper()
 	handlers := map[string]worker.Handler{}
+	s.mu.Lock()
 	for _, k := range simKinds {
-		handlers[k] = s.handler(k)
+		if !s.without[k] {
+			handlers[k] = s.handler(k)
+		}
 	}
+	s.mu.Unlock()
 	for _, h := range hosts {
 		acfg, err := agentconfig.Parse("a.yaml", []byte(c.AgentConfig(h, t.TempDir(), "")))
 		require.NoError(t, err)
