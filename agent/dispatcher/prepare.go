@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/deckhand-dev/deckhand/agent/worker"
+	pkgidentity "github.com/deckhand-dev/deckhand/pkg/identity"
 	"github.com/deckhand-dev/deckhand/pkg/task"
 )
 
@@ -146,7 +147,7 @@ func (d *Dispatcher) prepare(ctx context.Context, t *worker.Task, k task.Dispatc
 	if err != nil {
 		return fail(err)
 	}
-	if err := writeFileSync(filepath.Join(tmp, preparedMarker), b); err != nil {
+	if err := pkgidentity.WriteFileAtomic(filepath.Join(tmp, preparedMarker), b, 0o600); err != nil {
 		return fail(err)
 	}
 	final := d.preparedDir(k.Artifact.SHA256)
@@ -298,21 +299,4 @@ func (d *Dispatcher) prunePrepared(keep string) {
 			d.log.Warn("cannot remove an old prepared tree", "path", p, "error", err)
 		}
 	}
-}
-
-// writeFileSync writes a new file and syncs it.
-func writeFileSync(p string, b []byte) error {
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

@@ -173,6 +173,31 @@ func TestProductionRolloutZeroFailedRequests(t *testing.T) {
 	}
 }
 
+// shownDeployment is what the tests read of deckctl deployments show.
+type shownDeployment struct {
+	State string            `json:"state"`
+	Error string            `json:"error"`
+	Hosts map[string]string `json:"hosts"`
+}
+
+// deployFails deploys set to the topology's environment while a client
+// hammers HAProxy, and checks that deckctl exits non-zero, no request
+// failed and the deployment ended FAILED.
+func deployFails(t *testing.T, tp *topology.Topology, set string) (string, shownDeployment) {
+	t.Helper()
+	load := topology.Hammer(tp.HAProxy.URL+"/page", 4)
+	id, err := deploy(t, tp, "deploy", "--env", tp.Env, "--artifacts", set)
+	res := load.Stop()
+	require.Error(t, err, "deckctl deploy must exit non-zero for a failed deployment")
+	require.Zero(t, res.Failed, "failed requests: %v", res.Failures)
+	out, err := tp.Deckctl("deployments", "show", id, "-o", "json")
+	require.NoError(t, err)
+	var d shownDeployment
+	require.NoError(t, json.Unmarshal(out, &d))
+	require.Equal(t, "FAILED", d.State)
+	return id, d
+}
+
 // TestIncompleteArtifactTouchesNoHost: an artifact whose config includes a
 // file it does not ship is rejected while every dispatcher prepares it,
 // before the author installs anything and before any host is detached.
@@ -184,21 +209,7 @@ func TestIncompleteArtifactTouchesNoHost(t *testing.T) {
 	art.Files["conf.d/rewrites/default_rewrite.rules"] = "RewriteEngine On\nInclude conf.d/rewrites/not-shipped.rules\n"
 	_, _, err := art.Write(files[0])
 	require.NoError(t, err)
-	set := push(t, tp, "4", files)
-	load := topology.Hammer(tp.HAProxy.URL+"/page", 4)
-	id, err := deploy(t, tp, "deploy", "--env", tp.Env, "--artifacts", set)
-	res := load.Stop()
-	require.Error(t, err)
-	require.Zero(t, res.Failed, "failed requests: %v", res.Failures)
-	out, derr := tp.Deckctl("deployments", "show", id, "-o", "json")
-	require.NoError(t, derr)
-	var d struct {
-		State string            `json:"state"`
-		Error string            `json:"error"`
-		Hosts map[string]string `json:"hosts"`
-	}
-	require.NoError(t, json.Unmarshal(out, &d))
-	require.Equal(t, "FAILED", d.State)
+	id, d := deployFails(t, tp, push(t, tp, "4", files))
 	require.Contains(t, d.Error, "conf.d/rewrites/not-shipped.rules")
 	for _, h := range []string{"author1", "publish1", "publish2"} {
 		require.Equal(t, "untouched", d.Hosts[h], h)
@@ -218,21 +229,7 @@ func TestIncompleteArtifactTouchesNoHost(t *testing.T) {
 func TestBrokenDispatcherConfigStopsTheRollout(t *testing.T) {
 	tp := topology.Start(t, topology.Options{})
 	dumpOnFailure(t, tp)
-	set := push(t, tp, "3", site(t, 3, true))
-	load := topology.Hammer(tp.HAProxy.URL+"/page", 4)
-	id, err := deploy(t, tp, "deploy", "--env", tp.Env, "--artifacts", set)
-	res := load.Stop()
-	require.Error(t, err, "deckctl deploy must exit non-zero for a failed deployment")
-	require.Zero(t, res.Failed, "failed requests: %v", res.Failures)
-	out, derr := tp.Deckctl("deployments", "show", id, "-o", "json")
-	require.NoError(t, derr)
-	var d struct {
-		State string            `json:"state"`
-		Error string            `json:"error"`
-		Hosts map[string]string `json:"hosts"`
-	}
-	require.NoError(t, json.Unmarshal(out, &d))
-	require.Equal(t, "FAILED", d.State)
+	id, d := deployFails(t, tp, push(t, tp, "3", site(t, 3, true)))
 	require.Contains(t, d.Error, "AH00526", "the configtest output is the deployment's error")
 	require.Equal(t, "untouched", d.Hosts["dispatcher2"])
 	require.Equal(t, "untouched", d.Hosts["publish2"])
