@@ -42,12 +42,31 @@
 //
 // The agent calls Suppress before a deployment or restore touches the
 // tree and releases it afterwards. While suppressed, events only keep the
-// watches up to date; on the last release the baseline is rebuilt from
-// disk. Changes that were pending when Suppress was called are reported
-// with the state they had at that moment, unless the deployment then
-// touches the same path (the deployment's content wins: the pending event
-// is dropped). A manual change made during a deployment cannot be told
-// apart from the deployment's and is absorbed.
+// watches up to date. Changes that were pending when Suppress was called
+// are reported with the state they had at that moment, unless the
+// deployment then touches the same path (the deployment's content wins:
+// the pending event is dropped). A manual change made during a
+// deployment, up to its release, cannot be told apart from the
+// deployment's and is absorbed.
+//
+// The last release makes the tree as the deployment left it the new
+// baseline. It runs before the task's result is journaled (inside the
+// host's load-balancer detach window), so it reads no contents: it drops
+// and renews every watch (a swapped directory is a new inode) and takes a
+// snapshot, the lstat of every file (device, inode, mode, size, mtime,
+// ctime). The contents are hashed afterwards, by a goroutine of Run, and a
+// file's hash is taken into the baseline only if the open file's stat,
+// before and after reading it, equals the snapshot's: the kernel sets a
+// file's ctime on every change and nothing can set it back, so that
+// content is the one the deployment left. A file changed in between gets
+// an "unknown" baseline entry, and its change is reported (Before is
+// empty) by its fsnotify event or the next scan: a change made right after
+// a deployment is never taken into the baseline unseen. Files the
+// deployment changed within the timestamp granularity before the snapshot
+// (racy: a change right after could keep the same ctime) are hashed by the
+// snapshot itself. Until the hashes are in, nothing is compared with the
+// baseline: pending paths wait and scans are deferred. The next Suppress
+// finishes an outstanding rebuild first.
 //
 // # Patterns
 //

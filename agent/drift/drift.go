@@ -72,7 +72,8 @@ type Event struct {
 	From string
 	// Before is the hex sha256 of the content before the change (of From
 	// for a rename; of the target string for a symlink); "" when the path
-	// did not exist, or could not be read.
+	// did not exist, could not be read, or was changed right after a
+	// deployment, before the content the deployment left was hashed.
 	Before string
 	// After is the hex sha256 now; "" when removed or unreadable.
 	After string
@@ -131,15 +132,28 @@ type Watcher struct {
 	// ready is closed once Run has its watches (or its fallback) in place.
 	ready chan struct{}
 
+	// hashers counts the goroutine completing a rebuild (Run waits for it).
+	hashers sync.WaitGroup
+
 	mu sync.Mutex
 	// base is the baseline manifest: what the tree looked like when last
-	// reported (or last written by Deckhand).
+	// reported (or last written by Deckhand). While rebuild is set, its
+	// paths are right but the entries in rebuild.todo are placeholders.
 	base manifest
+	// rebuild, when set, is the baseline Deckhand's last change left,
+	// still being hashed; nothing is compared with base meanwhile
+	// (flushes wait, scans are deferred to its end: needScan). Set only by
+	// the last release, and finished before the next Suppress counts, so
+	// suppressed is 0 while it is set.
+	rebuild  *rebuild
+	needScan bool
 	// dirs are the directories we hold an fsnotify watch on, by rel path
-	// ("" is Dir). Needed to expand the removal or rename of a directory
-	// into its files, and to drop the watches of a moved subtree, whose
-	// paths fsnotify would otherwise keep reporting under the old name.
-	dirs map[string]bool
+	// ("" is Dir), with the identity of the directory watched. Needed to
+	// expand the removal or rename of a directory into its files, to drop
+	// the watches of a moved subtree, whose paths fsnotify would otherwise
+	// keep reporting under the old name, and to recognize a stale event
+	// about a directory that was swapped and has been watched afresh.
+	dirs map[string]dirID
 	// pending are paths with a change not yet reported, waiting for their
 	// debounce.
 	pending    map[string]*pending
@@ -156,6 +170,27 @@ type Watcher struct {
 	// addHook, when set (tests), runs before every fsnotify Add and can
 	// fail it, to provoke the watch-limit fallback.
 	addHook func(abs string) error
+	// hashHook, when set (tests), runs before a rebuild hashes, without
+	// mu, so a test can change the tree between snapshot and hashing.
+	hashHook func()
+	// now is the clock of the rebase snapshot (tests move it to make
+	// files racy or not).
+	now func() time.Time
+}
+
+// dirID identifies a watched directory.
+type dirID struct{ dev, ino uint64 }
+
+// rebuild is the rest of a rebase (see rebaseLocked): the regular files
+// whose stat the snapshot took and whose content is hashed afterwards,
+// off the deployment's path, by Run's hasher or by a Suppress that cannot
+// wait. todo is not modified once the rebuild is published.
+type rebuild struct {
+	todo map[string]fileStat
+	// claimed is set (under mu) by whoever hashes todo.
+	claimed bool
+	// done is closed once base is complete.
+	done chan struct{}
 }
 
 // pending is a path with unreported filesystem activity.
@@ -230,10 +265,11 @@ func New(cfg Config, sink func([]Event), log hclog.Logger) (*Watcher, error) {
 		log:       log,
 		kick:      make(chan struct{}, 1),
 		ready:     make(chan struct{}),
-		dirs:      map[string]bool{},
+		dirs:      map[string]dirID{},
 		pending:   map[string]*pending{},
 		mode:      ModeFsnotify,
 		warned:    map[string]bool{},
+		now:       time.Now,
 	}
 	w.base = w.scanDiskLocked()
 	return w, nil
@@ -250,19 +286,30 @@ func (w *Watcher) Mode() string {
 
 // Suppress marks the start of Deckhand's own change to the tree (a
 // deployment or a restore). While any suppression is held, changes are
-// absorbed without events; when the last one is released the baseline is
-// rebuilt from disk, so later events are measured against what Deckhand
-// wrote. Call it before the first write and release after the last.
+// absorbed without events; when the last one is released the tree as
+// Deckhand left it becomes the baseline, so later events are measured
+// against what Deckhand wrote. Call it before the first write and release
+// after the last.
+//
+// release itself does not read file contents: it renews the watches and
+// takes the stat of every file (the snapshot), and the contents are hashed
+// afterwards by Run, accepting only what provably did not change since the
+// snapshot (see rebaseLocked). A change made right after release is
+// therefore reported, not taken into the baseline, even when it lands
+// before the hashing gets to the file.
 //
 // Changes to other paths seen before Suppress are still reported, with
 // the state the path had when Suppress was called; a pending change to a
 // path that is then touched during the suppression is dropped (its state
 // is whatever Deckhand made it). In scan mode, where nothing is pending,
-// Suppress scans once and reports what changed since the last scan.
+// Suppress scans once and reports what changed since the last scan. If the
+// baseline of the previous release is still being hashed, Suppress
+// finishes it first.
 //
 // The returned release is idempotent. Both may be called before Run.
 func (w *Watcher) Suppress() (release func()) {
 	w.mu.Lock()
+	w.finishRebuildLocked()
 	w.suppressed++
 	if w.suppressed == 1 {
 		if w.mode == ModeScan {
@@ -288,27 +335,139 @@ func (w *Watcher) release() {
 		// before it is replaced; all pending paths are frozen ones now
 		// (events during the suppression only remove entries).
 		w.flushLocked(time.Now(), true)
-		w.base = w.scanDiskLocked()
-		w.rewatchLocked()
+		w.rebaseLocked(w.now())
 	}
 	w.mu.Unlock()
 	w.wake()
 }
 
-// rewatchLocked drops every watch and watches the tree again. A
-// deployment swaps whole managed directories (rename, or an atomic
-// exchange, which inotify reports less helpfully): a watch follows the old
-// inode, not the path, so after Deckhand's own change the paths are
-// watched afresh.
-func (w *Watcher) rewatchLocked() {
-	if w.fsw == nil || w.mode != ModeFsnotify {
-		return
+// rebaseLocked makes the tree as Deckhand left it the baseline and
+// watches it afresh. It runs at the end of a deployment, before its result
+// is journaled, so it reads no file contents unless it must.
+//
+// Watches: a deployment swaps whole managed directories (rename, or an
+// atomic exchange, which inotify reports less helpfully), and a watch
+// follows the old inode, not the path, so every watch is dropped and the
+// tree watched again. Each directory is watched before it is listed, so a
+// change after the snapshot of a file always has an event.
+//
+// Baseline: the snapshot records every path, a symlink's target and a
+// regular file's stat (fileStat). Hashing is left to a rebuild, which
+// accepts a file's content only if the open file's stat before and after
+// reading it equals the snapshot's: then it is the content Deckhand left.
+// A file changed since the snapshot gets an unknown entry, so its change
+// is reported, whoever gets to the file first, the hasher or the event.
+// Racy files (changed within the timestamp granularity before the
+// snapshot: usually none, or the few a deployment touched last) are hashed
+// here, since a later change could leave their stat as it is.
+func (w *Watcher) rebaseLocked(now time.Time) {
+	rb := &rebuild{todo: map[string]fileStat{}, done: make(chan struct{})}
+	// Published first: a fallback to scan mode half-way defers its scan
+	// to the end of the rebuild instead of comparing the new tree with
+	// the old baseline.
+	w.rebuild = rb
+	w.base = manifest{}
+	watching := w.fsw != nil && w.mode == ModeFsnotify
+	if watching {
+		for d := range w.dirs {
+			_ = w.fsw.Remove(w.abs(d))
+		}
+		w.dirs = map[string]dirID{}
 	}
-	for d := range w.dirs {
-		_ = w.fsw.Remove(w.abs(d))
+	visit := func(d string) error {
+		if !watching {
+			return nil
+		}
+		if err := w.watchDirLocked(d); errors.Is(err, errStopWalk) {
+			// Fell back to scan mode: the snapshot goes on.
+			watching = false
+		}
+		// A directory that cannot be watched (warned) may still be
+		// listed; one that is gone is skipped by the walk.
+		return nil
 	}
-	w.dirs = map[string]bool{}
-	w.addTreeLocked("", false, time.Now())
+	onEntry := func(rel, abs string) {
+		e, st, later, ok, err := snapshotPath(abs, now)
+		if err != nil {
+			w.warnPathLocked(rel, "cannot read", err)
+		}
+		if !ok {
+			return
+		}
+		w.base[rel] = e
+		if later {
+			rb.todo[rel] = st
+		}
+	}
+	if err := walk(w.root, "", w.ignore.matchAny, visit, onEntry, w.onWalkErrLocked); err != nil {
+		w.log.Warn("scanning the tree failed", "dir", w.root, "error", err)
+	}
+	if len(rb.todo) == 0 {
+		rb.claimed = true
+		w.installLocked(rb, nil, nil)
+	}
+}
+
+// hashRebuild hashes a claimed rebuild's files without holding mu and
+// installs the result.
+func (w *Watcher) hashRebuild(rb *rebuild) {
+	if w.hashHook != nil {
+		w.hashHook()
+	}
+	got := make(map[string]entry, len(rb.todo))
+	errs := map[string]error{}
+	for rel, st := range rb.todo {
+		e, err := hashUnchanged(w.abs(rel), st)
+		got[rel] = e
+		if err != nil {
+			errs[rel] = err
+		}
+	}
+	w.mu.Lock()
+	w.installLocked(rb, got, errs)
+	w.mu.Unlock()
+	w.wake()
+}
+
+// installLocked completes the baseline with a rebuild's hashes, then
+// runs the scan that was deferred meanwhile, if any. Pending paths are
+// flushed by Run from now on.
+func (w *Watcher) installLocked(rb *rebuild, got map[string]entry, errs map[string]error) {
+	for rel, e := range got {
+		if _, ok := w.base[rel]; ok {
+			w.base[rel] = e
+		}
+	}
+	for rel, err := range errs {
+		w.warnPathLocked(rel, "cannot read", err)
+	}
+	w.rebuild = nil
+	close(rb.done)
+	if w.needScan {
+		w.needScan = false
+		// The scan reports what the pending paths would.
+		w.pending = map[string]*pending{}
+		w.scanLocked(time.Now())
+	}
+}
+
+// finishRebuildLocked returns once no rebuild is outstanding: it hashes
+// an unclaimed one itself (Run is not running, or has not got to it) and
+// waits for a claimed one, releasing mu meanwhile.
+func (w *Watcher) finishRebuildLocked() {
+	for w.rebuild != nil {
+		rb := w.rebuild
+		if !rb.claimed {
+			rb.claimed = true
+			w.mu.Unlock()
+			w.hashRebuild(rb)
+			w.mu.Lock()
+			continue
+		}
+		w.mu.Unlock()
+		<-rb.done
+		w.mu.Lock()
+	}
 }
 
 func (w *Watcher) wake() {
@@ -327,7 +486,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 
 	var events <-chan fsnotify.Event
-	var errs <-chan error
+	errs := newErrDrain()
+	var drainers sync.WaitGroup
+	defer drainers.Wait()
 	fsw, err := fsnotify.NewWatcher()
 	w.mu.Lock()
 	if err != nil {
@@ -337,7 +498,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 		w.fallbackLocked("cannot create an inotify instance", err)
 	} else {
 		w.fsw = fsw
-		events, errs = fsw.Events, fsw.Errors
+		events = fsw.Events
+		drainers.Add(1)
+		go func() {
+			defer drainers.Done()
+			errs.run(fsw.Errors)
+		}()
 		w.addTreeLocked("", false, time.Now())
 		if w.mode == ModeFsnotify && w.suppressed == 0 {
 			// Catch what changed between New and the watches being in
@@ -359,6 +525,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 	}()
 	defer func() {
+		// A rebuild being hashed completes (it is bounded by the tree);
+		// an unclaimed one waits for the next Suppress or Run.
+		w.hashers.Wait()
 		w.mu.Lock()
 		f := w.fsw
 		w.fsw = nil
@@ -376,11 +545,19 @@ func (w *Watcher) Run(ctx context.Context) error {
 		var toClose *fsnotify.Watcher
 		if w.closeFSW {
 			toClose, w.fsw, w.closeFSW = w.fsw, nil, false
-			events, errs = nil, nil
+			events = nil
 		}
 		if w.mode == ModeScan && ticker == nil {
 			ticker = time.NewTicker(w.interval)
 			tick = ticker.C
+		}
+		if rb := w.rebuild; rb != nil && !rb.claimed {
+			rb.claimed = true
+			w.hashers.Add(1)
+			go func() {
+				defer w.hashers.Done()
+				w.hashRebuild(rb)
+			}()
 		}
 		next, ok := w.nextDueLocked()
 		w.mu.Unlock()
@@ -405,14 +582,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 			w.mu.Lock()
 			w.handleLocked(ev, time.Now())
 			w.mu.Unlock()
-		case err, ok := <-errs:
-			if !ok {
-				errs = nil
-				continue
+		case <-errs.ready:
+			for _, err := range errs.take() {
+				w.mu.Lock()
+				w.fsnotifyErrorLocked(err)
+				w.mu.Unlock()
 			}
-			w.mu.Lock()
-			w.fsnotifyErrorLocked(err)
-			w.mu.Unlock()
 		case <-timer.C:
 			w.mu.Lock()
 			w.flushLocked(time.Now(), false)
@@ -426,6 +601,53 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case <-w.kick:
 		}
 	}
+}
+
+// errDrain takes fsnotify's errors off its hands at once. fsnotify's
+// reader sends some errors while it holds its own lock (one removing the
+// watch of a directory that moved away, which fails if the kernel already
+// dropped it), and Add and Remove wait for that lock; Run calls them while
+// it is the one that would receive the error, and release calls them
+// while holding mu, which Run needs. So errors are received by a goroutine
+// that waits for nothing else, and Run reads them from here.
+type errDrain struct {
+	mu       sync.Mutex
+	errs     []error
+	overflow bool
+	ready    chan struct{}
+}
+
+func newErrDrain() *errDrain { return &errDrain{ready: make(chan struct{}, 1)} }
+
+// run receives until ch is closed (when the fsnotify watcher is). It keeps
+// one overflow (a rescan is a rescan) and up to 64 other errors between
+// two takes: they are only logged.
+func (d *errDrain) run(ch <-chan error) {
+	for err := range ch {
+		d.mu.Lock()
+		switch {
+		case errors.Is(err, fsnotify.ErrEventOverflow):
+			if !d.overflow {
+				d.overflow = true
+				d.errs = append(d.errs, err)
+			}
+		case len(d.errs) < 64:
+			d.errs = append(d.errs, err)
+		}
+		d.mu.Unlock()
+		select {
+		case d.ready <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (d *errDrain) take() []error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := d.errs
+	d.errs, d.overflow = nil, false
+	return out
 }
 
 // deliver hands queued events to the sink, outside the lock so a slow
@@ -459,7 +681,7 @@ func (w *Watcher) handleLocked(ev fsnotify.Event, now time.Time) {
 		return
 	}
 	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
-		if w.dirs[rel] {
+		if _, ok := w.dirs[rel]; ok {
 			w.forgetDirLocked(rel, ev.Has(fsnotify.Rename), now)
 		}
 		w.touchLocked(rel, now)
@@ -514,8 +736,28 @@ func (w *Watcher) touchLocked(rel string, now time.Time) {
 // its subdirectories must be dropped, or fsnotify would keep reporting
 // their events under the old names (and re-adding them under the new
 // name would return the stale watch).
+//
+// The directory we watch can also be at rel (again) when the event is
+// handled: the event is stale, about a directory Deckhand swapped away
+// whose successor release already watched (fsnotify hands events over one
+// at a time, so one can arrive late), or the directory was moved away and
+// back. Then its watches stay, the one fsnotify itself drops when a
+// watched directory moves is renewed, and its files are looked at again.
 func (w *Watcher) forgetDirLocked(rel string, moved bool, now time.Time) {
 	prefix := rel + "/"
+	if id := w.dirs[rel]; id != (dirID{}) {
+		if cur, ok := dirIDOf(w.abs(rel)); ok && cur == id {
+			if w.fsw != nil {
+				_ = w.fsw.Add(w.abs(rel))
+			}
+			for p := range w.base {
+				if strings.HasPrefix(p, prefix) {
+					w.touchLocked(p, now)
+				}
+			}
+			return
+		}
+	}
 	for d := range w.dirs {
 		if d == rel || strings.HasPrefix(d, prefix) {
 			delete(w.dirs, d)
@@ -535,44 +777,51 @@ func (w *Watcher) forgetDirLocked(rel string, moved bool, now time.Time) {
 // touchFiles (a directory that appeared after start), its files are
 // marked pending: they were created before the watch could see them.
 func (w *Watcher) addTreeLocked(rel string, touchFiles bool, now time.Time) {
-	visit := func(d string) error {
-		if w.fsw == nil || w.mode != ModeFsnotify {
-			return errStopWalk
-		}
-		if w.dirs[d] {
-			return nil
-		}
-		abs := w.abs(d)
-		err := error(nil)
-		if w.addHook != nil {
-			err = w.addHook(abs)
-		}
-		if err == nil {
-			err = w.fsw.Add(abs)
-		}
-		switch {
-		case err == nil:
-			w.dirs[d] = true
-			return nil
-		case limitErr(err):
-			w.fallbackLocked("the inotify watch limit was reached (raise fs.inotify.max_user_watches)", err)
-			return errStopWalk
-		case gone(err):
-			return filepath.SkipDir
-		default:
-			// EACCES and the like: this subtree is not watched; the
-			// files we can see are still in the manifest.
-			w.warnPathLocked(d, "cannot watch directory", err)
-			return filepath.SkipDir
-		}
-	}
-	onEntry := func(r string, _ entry) {
+	onEntry := func(r, _ string) {
 		if touchFiles {
 			w.touchLocked(r, now)
 		}
 	}
-	if err := walk(w.root, rel, w.ignore.matchAny, visit, onEntry, w.onWalkErrLocked); err != nil {
+	if err := walk(w.root, rel, w.ignore.matchAny, w.watchDirLocked, onEntry, w.onWalkErrLocked); err != nil {
 		w.log.Warn("walking the tree failed", "dir", w.abs(rel), "error", err)
+	}
+}
+
+// watchDirLocked adds a watch on directory d unless it has one. It
+// returns filepath.SkipDir when d cannot be watched (gone, or a warned
+// error such as EACCES) and errStopWalk when watching is over (scan mode).
+func (w *Watcher) watchDirLocked(d string) error {
+	if w.fsw == nil || w.mode != ModeFsnotify {
+		return errStopWalk
+	}
+	if _, ok := w.dirs[d]; ok {
+		return nil
+	}
+	abs := w.abs(d)
+	err := error(nil)
+	if w.addHook != nil {
+		err = w.addHook(abs)
+	}
+	if err == nil {
+		err = w.fsw.Add(abs)
+	}
+	switch {
+	case err == nil:
+		// A zero identity (stat failed) only disables the stale-event
+		// check for d.
+		id, _ := dirIDOf(abs)
+		w.dirs[d] = id
+		return nil
+	case limitErr(err):
+		w.fallbackLocked("the inotify watch limit was reached (raise fs.inotify.max_user_watches)", err)
+		return errStopWalk
+	case gone(err):
+		return filepath.SkipDir
+	default:
+		// EACCES and the like: this subtree is not watched; the
+		// files we can see are still in the manifest.
+		w.warnPathLocked(d, "cannot watch directory", err)
+		return filepath.SkipDir
 	}
 }
 
@@ -601,7 +850,7 @@ func (w *Watcher) fallbackLocked(why string, err error) {
 	if w.fsw != nil {
 		w.closeFSW = true
 	}
-	w.dirs = map[string]bool{}
+	w.dirs = map[string]dirID{}
 	if w.suppressed == 0 {
 		// The scan reports every pending change too.
 		w.pending = map[string]*pending{}
@@ -650,8 +899,15 @@ func (w *Watcher) stat(rel string) (entry, bool) {
 // scanDiskLocked builds a manifest of the tree as it is now.
 func (w *Watcher) scanDiskLocked() manifest {
 	m := manifest{}
-	err := walk(w.root, "", w.ignore.matchAny, nil,
-		func(rel string, e entry) { m[rel] = e }, w.onWalkErrLocked)
+	err := walk(w.root, "", w.ignore.matchAny, nil, func(rel, abs string) {
+		e, ok, err := statPath(abs)
+		if err != nil {
+			w.warnPathLocked(rel, "cannot read", err)
+		}
+		if ok {
+			m[rel] = e
+		}
+	}, w.onWalkErrLocked)
 	if err != nil {
 		w.log.Warn("scanning the tree failed", "dir", w.root, "error", err)
 	}
@@ -661,7 +917,14 @@ func (w *Watcher) scanDiskLocked() manifest {
 // scanLocked compares the disk with the baseline, reports the difference
 // and makes the disk the baseline. Without events there is no telling a
 // rename from a removal plus a creation, so none are paired.
+//
+// During a rebuild there is no complete baseline to compare with: the
+// scan runs when the rebuild is installed.
 func (w *Watcher) scanLocked(now time.Time) {
+	if w.rebuild != nil {
+		w.needScan = true
+		return
+	}
 	cur := w.scanDiskLocked()
 	var out []Event
 	for rel, b := range w.base {
@@ -699,7 +962,11 @@ func (w *Watcher) emitLocked(out []Event) {
 }
 
 // nextDueLocked is when the earliest pending path is due.
+// Nothing is due during a rebuild: its install wakes Run.
 func (w *Watcher) nextDueLocked() (time.Time, bool) {
+	if w.rebuild != nil {
+		return time.Time{}, false
+	}
 	var next time.Time
 	for _, p := range w.pending {
 		d := w.dueAt(p)
@@ -749,7 +1016,13 @@ func (c change) unchanged() bool {
 // flush; if it is not due yet (its last event came a moment later), it is
 // looked at early, which is harmless: whatever happens to it afterwards
 // is measured against the baseline updated here.
+//
+// During a rebuild nothing is flushed: pending paths wait for the
+// baseline they are compared with.
 func (w *Watcher) flushLocked(now time.Time, force bool) {
+	if w.rebuild != nil {
+		return
+	}
 	var gone, appeared, other []change
 	for rel, p := range w.pending {
 		if !force && w.dueAt(p).After(now) {
@@ -832,13 +1105,13 @@ func (w *Watcher) flushLocked(now time.Time, force bool) {
 // moved: a/x.conf -> b/x.conf even when b/y.conf has the same bytes),
 // then the smallest path, so the choice is deterministic. -1 if none.
 func pickPartner(rel string, e entry, cands []change, get func(change) entry) int {
-	if e.unreadable {
+	if e.unreadable || e.unknown {
 		return -1
 	}
 	best := -1
 	for i, c := range cands {
 		x := get(c)
-		if x.unreadable || x.typ != e.typ || x.hash != e.hash {
+		if x.unreadable || x.unknown || x.typ != e.typ || x.hash != e.hash {
 			continue
 		}
 		if best < 0 {

@@ -49,6 +49,9 @@ type harness struct {
 	logs   *syncBuf
 	cancel context.CancelFunc
 	done   chan error
+	// unblock, when set, opens a gate a hook is held at, so stop does
+	// not wait for it forever after a failed assertion.
+	unblock func()
 
 	mu      sync.Mutex
 	events  []Event
@@ -98,6 +101,9 @@ func (h *harness) start() *harness {
 }
 
 func (h *harness) stop() {
+	if h.unblock != nil {
+		h.unblock()
+	}
 	if h.cancel == nil {
 		return
 	}

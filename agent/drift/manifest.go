@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 )
 
 // Entry types. Directories are not entries: a directory on its own is not
@@ -32,11 +33,20 @@ type entry struct {
 	unreadable bool
 	size       int64
 	mtime      int64
+	// unknown marks a file whose content as of the last rebase is not
+	// known: it changed after the rebase took its stat and before its
+	// content could be hashed (see rebuild). It equals nothing, so
+	// whatever the file holds now is reported (with Before ""); it is
+	// also the placeholder while the hash is pending.
+	unknown bool
 }
 
 // same reports whether two entries describe the same config. mtime only
 // counts when there is no hash: touch(1) is not drift.
 func (e entry) same(o entry) bool {
+	if e.unknown || o.unknown {
+		return false
+	}
 	if e.typ != o.typ || e.perm != o.perm || e.hash != o.hash || e.unreadable != o.unreadable {
 		return false
 	}
@@ -104,19 +114,134 @@ func statPath(abs string) (ent entry, ok bool, err error) {
 // large files (GeoIP databases, certificates bundles) and memory should
 // not grow with them.
 func hashFile(abs string) (string, error) {
-	// O_NOFOLLOW: if the file was swapped for a symlink between Lstat and
-	// here, fail instead of hashing what the link points at; the
-	// accompanying fsnotify event re-examines the path.
-	f, err := os.OpenFile(abs, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := openFile(abs)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
+	return hashReader(f)
+}
+
+// openFile opens a regular file for hashing. O_NOFOLLOW: if the file was
+// swapped for a symlink since it was looked at, fail (ELOOP, "gone")
+// instead of hashing what the link points at; the accompanying fsnotify
+// event re-examines the path. O_NONBLOCK: a FIFO swapped in does not
+// block.
+func openFile(abs string) (*os.File, error) {
+	return os.OpenFile(abs, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+}
+
+func hashReader(r io.Reader) (string, error) {
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := io.Copy(h, r); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// fileStat is what lstat says of a regular file: enough to tell that it
+// was not changed since. Writing, truncating, chmod, chown, linking or
+// renaming a file sets its ctime to the current time, and nothing in user
+// space can set a ctime back; replacing the file changes dev/ino. The one
+// blind spot is a change within the timestamp granularity of the last
+// one, which can leave every field equal: see racy.
+type fileStat struct {
+	dev, ino     uint64
+	mode         uint32
+	size         int64
+	mtime, ctime int64 // ns since the epoch
+}
+
+// Timestamp granularity bounds for racy. ctime comes from the kernel's
+// coarse clock (one tick: 1-10 ms) or, on filesystems with whole-second
+// timestamps, is truncated to the second (or two, vfat).
+const (
+	racyWindow       = 50 * time.Millisecond
+	racyWindowCoarse = 2*time.Second + racyWindow
+)
+
+// racy reports whether a file's stat, taken at now, cannot vouch for
+// its content from now on: its last change is so recent that a change
+// right after now could get the same ctime (the "racy clean" problem git
+// solves the same way). Such files are hashed while the snapshot is taken.
+// A file whose ctime has no sub-second part is assumed to be on a
+// filesystem with whole-second timestamps.
+func racy(st fileStat, now time.Time) bool {
+	w := racyWindow
+	if st.ctime%int64(time.Second) == 0 {
+		w = racyWindowCoarse
+	}
+	return st.ctime > now.Add(-w).UnixNano()
+}
+
+// snapshotPath describes abs for a rebase at now, reading contents only
+// where it must: a symlink's target (one readlink) and a regular file
+// that is racy or whose stat cannot be used (not Linux). For every other
+// regular file it returns a placeholder entry (unknown) and its stat, with
+// later set: hashUnchanged hashes it off the caller's path. ok and err
+// are as for statPath.
+func snapshotPath(abs string, now time.Time) (ent entry, st fileStat, later, ok bool, err error) {
+	fi, err := os.Lstat(abs)
+	if err != nil {
+		if gone(err) {
+			return entry{}, st, false, false, nil
+		}
+		return entry{}, st, false, false, err
+	}
+	if !fi.Mode().IsRegular() {
+		ent, ok, err = statPath(abs)
+		return ent, st, false, ok, err
+	}
+	st, usable := fileStatOf(fi)
+	if !usable {
+		ent, ok, err = statPath(abs)
+		return ent, st, false, ok, err
+	}
+	if racy(st, now) {
+		ent, err = hashUnchanged(abs, st)
+		return ent, st, false, true, err
+	}
+	return entry{typ: typeFile, perm: fi.Mode().Perm(), unknown: true}, st, true, true, nil
+}
+
+// hashUnchanged hashes the regular file at abs if it still is what st
+// describes, checking the open file's stat before and after reading it.
+// A file changed, replaced or removed since st gives an unknown entry: its
+// content as of st is lost, and whatever it holds now is somebody's change
+// (the fsnotify event for it, or the next scan, reports it). A file that
+// cannot be read gives an unreadable entry (size and mtime of st) and the
+// error, as in statPath.
+func hashUnchanged(abs string, st fileStat) (entry, error) {
+	perm := fs.FileMode(st.mode).Perm()
+	changed := entry{typ: typeFile, perm: perm, unknown: true}
+	f, err := openFile(abs)
+	if err != nil {
+		if gone(err) {
+			return changed, nil
+		}
+		return entry{typ: typeFile, perm: perm, unreadable: true, size: st.size, mtime: st.mtime}, errUnreadable{err}
+	}
+	defer f.Close()
+	if !sameStat(f, st) {
+		return changed, nil
+	}
+	h, err := hashReader(f)
+	if err != nil {
+		return entry{typ: typeFile, perm: perm, unreadable: true, size: st.size, mtime: st.mtime}, errUnreadable{err}
+	}
+	if !sameStat(f, st) {
+		return changed, nil
+	}
+	return entry{typ: typeFile, perm: perm, hash: h}, nil
+}
+
+func sameStat(f *os.File, st fileStat) bool {
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	now, ok := fileStatOf(fi)
+	return ok && now == st
 }
 
 func hashString(s string) string {
@@ -130,15 +255,17 @@ func gone(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.ELOOP)
 }
 
-// walk lists every directory and entry below root (root itself included
+// walk lists every directory and file below root (root itself included
 // as dir ""), skipping ignored paths. Directories it cannot read are
 // reported to onErr and skipped; their entries are unknown, not removed
 // (they are simply absent from this manifest, which is the best we know).
 // visitDir is called before a directory's contents are read, which is
 // where the watcher adds its watch so nothing created meanwhile is missed;
-// returning errStopWalk from it ends the walk.
+// returning errStopWalk from it ends the walk. onEntry gets every regular
+// file and symlink (by the directory's listing: it may be gone by now)
+// and reads nothing itself: callers that need an entry use statPath.
 func walk(root, start string, skip func(rel string) bool, visitDir func(rel string) error,
-	onEntry func(rel string, e entry), onErr func(rel string, err error)) error {
+	onEntry func(rel, abs string), onErr func(rel string, err error)) error {
 	base := filepath.Join(root, filepath.FromSlash(start))
 	err := filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
 		rel := relSlash(root, p)
@@ -175,12 +302,8 @@ func walk(root, start string, skip func(rel string) bool, visitDir func(rel stri
 			}
 			return nil
 		}
-		e, ok, serr := statPath(p)
-		if serr != nil {
-			onErr(rel, serr)
-		}
-		if ok {
-			onEntry(rel, e)
+		if t := d.Type(); t.IsRegular() || t&fs.ModeSymlink != 0 {
+			onEntry(rel, p)
 		}
 		return nil
 	})
