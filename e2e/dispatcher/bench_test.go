@@ -216,7 +216,8 @@ func (h *host) logPhases(b *testing.B, label string, tasks map[string]bool) {
 			cur = m[1]
 		}
 		// From the handler's last line to the journaled result: what runs
-		// around the handler (the drift watcher's baseline rebuild).
+		// around the handler (the drift watcher renewing its watches and
+		// snapshotting the new tree; the hashing runs after the result).
 		if at, err := time.Parse("2006-01-02T15:04:05.000Z0700", strings.SplitN(line, " ", 2)[0]); err == nil && tasks[cur] {
 			switch {
 			case strings.Contains(line, "dispatcher config deployed:"):
