@@ -136,27 +136,112 @@ func (f *GRPCFetcher) download(ctx context.Context, a task.Artifact, out *os.Fil
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	ctx = metadata.AppendToOutgoingContext(ctx, "deckhand-host-id", f.HostID)
-	stream, err := pb.NewAgentServiceClient(conn).FetchArtifact(ctx, &pb.FetchArtifactRequest{Sha256: a.SHA256, Offset: offset})
+	stream, err := pb.NewAgentServiceClient(conn).FetchArtifact(ctx, &pb.FetchArtifactRequest{Sha256: a.SHA256, Offset: offset}, grpc.ForceCodecV2(chunkCodec{}))
 	if err != nil {
 		return fmt.Errorf("fetch artifact %s: %w", a.SHA256, err)
 	}
-	w := io.MultiWriter(out, h)
+	return receive(stream, cancel, a, out, h, offset)
+}
+
+// pipelineDepth is how many received chunks may wait for the disk, and as
+// many for the hash: enough to ride out a slow write, few enough to bound
+// memory (the server sends 256 KiB chunks).
+const pipelineDepth = 4
+
+// writebackEvery is how many bytes the writer lets pile up in the page
+// cache before it asks the kernel to start writing them to disk
+// (startWriteback): the fsync before the rename then finds little left.
+const writebackEvery = 8 << 20
+
+// receive streams the chunks of stream into out (positioned at offset)
+// and h, in three stages that overlap: this goroutine receives (TLS, gRPC
+// framing, decoding), one goroutine writes to out, one hashes. Every chunk
+// reaches out and h in the order it arrived, written before it is hashed.
+// receive returns when the stream has ended and every received byte is
+// written and hashed, or on the first error; cancel ends the call (the
+// writer calls it when a write fails, so the receiver stops at once).
+// Either way the goroutines it started have ended and every chunk is
+// released. After a receive error out and h hold every byte received
+// before it; after a write error out holds a prefix of them.
+func receive(stream grpc.ClientStream, cancel context.CancelFunc, a task.Artifact, out io.Writer, h hash.Hash, offset int64) error {
+	toWrite := make(chan *chunk, pipelineDepth)
+	toHash := make(chan *chunk, pipelineDepth)
+	var werr error // the writer's; read once wrote is closed
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		defer close(toHash)
+		file, _ := out.(*os.File)
+		pos, started := offset, offset
+		for c := range toWrite {
+			if werr != nil {
+				c.release() // drain until the receiver notices
+				continue
+			}
+			if werr = writeData(out, c.data); werr != nil {
+				cancel()
+				c.release()
+				continue
+			}
+			pos += int64(c.n)
+			if file != nil && pos-started >= writebackEvery {
+				startWriteback(file, started, pos-started)
+				started = pos
+			}
+			toHash <- c
+		}
+	}()
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for c := range toHash {
+			for _, b := range c.data {
+				h.Write(b)
+			}
+			c.release()
+		}
+	}()
+	err := recvInto(stream, a, toWrite, offset)
+	close(toWrite)
+	<-wrote
+	<-hashed
+	if werr != nil {
+		return fmt.Errorf("write artifact %s: %w", a.SHA256, werr)
+	}
+	return err
+}
+
+// recvInto receives chunks into toWrite until the stream ends or fails.
+func recvInto(stream grpc.ClientStream, a task.Artifact, toWrite chan<- *chunk, offset int64) error {
 	total := offset
 	for {
-		chunk, err := stream.Recv()
+		c := newChunk()
+		err := stream.RecvMsg(c)
 		if errors.Is(err, io.EOF) {
-			break
+			c.release()
+			return nil
 		}
 		if err != nil {
+			c.release()
 			return fmt.Errorf("fetch artifact %s at byte %d: %w", a.SHA256, total, err)
 		}
-		if _, err := w.Write(chunk.Data); err != nil {
-			return fmt.Errorf("write artifact %s: %w", a.SHA256, err)
-		}
-		total += int64(len(chunk.Data))
+		total += int64(c.n)
 		if a.Size > 0 && total > a.Size {
+			c.release()
 			return fmt.Errorf("fetch artifact %s: server sent more than the %d bytes the task named", a.SHA256, a.Size)
+		}
+		toWrite <- c
+	}
+}
+
+// writeEach writes data to w piece by piece.
+func writeEach(w io.Writer, data [][]byte) error {
+	for _, b := range data {
+		if _, err := w.Write(b); err != nil {
+			return err
 		}
 	}
 	return nil

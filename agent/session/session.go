@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/deckhand-dev/deckhand/agent/artifacts"
 	"github.com/deckhand-dev/deckhand/agent/journal"
 	"github.com/deckhand-dev/deckhand/agent/worker"
 	"github.com/deckhand-dev/deckhand/pkg/backoff"
@@ -237,7 +238,8 @@ func (c *Client) sleepAlive(ctx context.Context, d time.Duration) error {
 // session runs one stream from dial to its end; welcomed says whether the
 // server accepted it.
 func (c *Client) session(ctx context.Context) (welcomed bool, err error) {
-	opts := append([]grpc.DialOption{grpc.WithKeepaliveParams(ClientKeepalive)}, c.cfg.DialOptions...)
+	opts := append([]grpc.DialOption{grpc.WithKeepaliveParams(ClientKeepalive)}, artifacts.DialOptions()...)
+	opts = append(opts, c.cfg.DialOptions...)
 	if c.cfg.Credentials != nil {
 		cred, err := c.cfg.Credentials()
 		if err != nil {

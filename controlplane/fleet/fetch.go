@@ -4,13 +4,18 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 
 	"github.com/deckhand-dev/deckhand/controlplane/artifacts"
 	"github.com/deckhand-dev/deckhand/pkg/task"
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // HostMetadataKey carries the host id on FetchArtifact calls in
@@ -54,19 +59,24 @@ func (f *Fleet) FetchArtifact(req *pb.FetchArtifactRequest, stream pb.AgentServi
 	if _, err := blob.Seek(req.GetOffset(), io.SeekStart); err != nil {
 		return status.Errorf(codes.Internal, "seek: %v", err)
 	}
-	buf := make([]byte, chunkSize)
 	first := true
 	for {
-		n, rerr := io.ReadFull(blob, buf)
+		buf := chunkBufs.Get(chunkSize)
+		n, rerr := io.ReadFull(blob, *buf)
 		if n > 0 || first {
-			msg := &pb.ArtifactChunk{Data: buf[:n]}
+			*buf = (*buf)[:n]
+			msg := &rawChunk{data: mem.NewBuffer(buf, chunkBufs)}
 			if first {
-				msg.Size = size
+				msg.size = size
 				first = false
 			}
-			if err := stream.Send(msg); err != nil {
+			err := stream.SendMsg(msg)
+			msg.data.Free() // gRPC holds its own reference until the bytes are on the wire
+			if err != nil {
 				return err
 			}
+		} else {
+			chunkBufs.Put(buf)
 		}
 		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
 			return nil
@@ -75,6 +85,81 @@ func (f *Fleet) FetchArtifact(req *pb.FetchArtifactRequest, stream pb.AgentServi
 			return status.Errorf(codes.Internal, "read artifact: %v", rerr)
 		}
 	}
+}
+
+// rawChunk is an ArtifactChunk whose data Codec sends without copying it.
+type rawChunk struct {
+	data mem.Buffer
+	size int64
+}
+
+// chunkBufs holds the buffers FetchArtifact reads blobs into. Their
+// contents are never read before being overwritten, so they are not
+// cleared between uses.
+var chunkBufs = &bufPool{size: chunkSize}
+
+// bufPool is a mem.BufferPool of buffers of one size.
+type bufPool struct {
+	size int
+	pool sync.Pool
+}
+
+// Get returns a buffer of length n ≤ p.size.
+func (p *bufPool) Get(n int) *[]byte {
+	if b, ok := p.pool.Get().(*[]byte); ok {
+		*b = (*b)[:n]
+		return b
+	}
+	b := make([]byte, n, p.size)
+	return &b
+}
+
+// Put returns b to the pool, unless it is not one of the pool's.
+func (p *bufPool) Put(b *[]byte) {
+	if cap(*b) != p.size {
+		return
+	}
+	*b = (*b)[:0]
+	p.pool.Put(b)
+}
+
+// Codec is the server's gRPC codec (grpc.ForceServerCodecV2): the proto
+// codec, except that it sends the chunks of FetchArtifact (*rawChunk)
+// straight from the buffer the blob was read into, where the proto codec
+// would zero a buffer and copy every chunk into it. The bytes on the wire
+// are the protobuf encoding of an ArtifactChunk either way.
+type Codec struct{}
+
+// Name implements encoding.CodecV2.
+func (Codec) Name() string { return proto.Name }
+
+// Marshal implements encoding.CodecV2.
+func (Codec) Marshal(v any) (mem.BufferSlice, error) {
+	if c, ok := v.(*rawChunk); ok {
+		return c.marshal(), nil
+	}
+	return encoding.GetCodecV2(proto.Name).Marshal(v)
+}
+
+// Unmarshal implements encoding.CodecV2.
+func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	return encoding.GetCodecV2(proto.Name).Unmarshal(data, v)
+}
+
+// marshal encodes c as proto.Marshal encodes the equivalent ArtifactChunk:
+// field 1 (data, bytes) unless empty, then field 2 (size, varint) unless 0.
+// The result holds its own reference on c.data.
+func (c *rawChunk) marshal() mem.BufferSlice {
+	var out mem.BufferSlice
+	if n := c.data.Len(); n > 0 {
+		hdr := protowire.AppendVarint(protowire.AppendTag(make([]byte, 0, 8), 1, protowire.BytesType), uint64(n))
+		c.data.Ref()
+		out = append(out, mem.SliceBuffer(hdr), c.data)
+	}
+	if c.size != 0 {
+		out = append(out, mem.SliceBuffer(protowire.AppendVarint(protowire.AppendTag(nil, 2, protowire.VarintType), uint64(c.size))))
+	}
+	return out
 }
 
 // callerHost identifies the agent on a call other than Connect: from its
