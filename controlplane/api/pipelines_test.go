@@ -8,12 +8,13 @@ package api_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/deckhand-dev/deckhand/controlplane/artifacts"
 	"github.com/deckhand-dev/deckhand/controlplane/pipeline"
@@ -25,9 +26,6 @@ import (
 	"github.com/deckhand-dev/deckhand/pkg/clock"
 	"github.com/deckhand-dev/deckhand/pkg/task"
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
-	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 var (
@@ -58,26 +56,6 @@ type psFixture struct {
 	clients map[string]pb.PipelineServiceClient
 }
 
-func psGitRepo(t *testing.T) string {
-	dir := t.TempDir()
-	bare, work := filepath.Join(dir, "site.git"), filepath.Join(dir, "work")
-	run := func(d string, args ...string) {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = d
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t")
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "git %v: %s", args, out)
-	}
-	require.NoError(t, os.MkdirAll(work, 0o755))
-	run(dir, "init", "-q", "--bare", bare)
-	run(work, "init", "-q", "-b", "main")
-	require.NoError(t, os.WriteFile(filepath.Join(work, "pom.xml"), []byte("<project/>"), 0o644))
-	run(work, "add", ".")
-	run(work, "commit", "-q", "-m", "init")
-	run(work, "push", "-q", bare, "main")
-	return bare
-}
-
 // psSetup starts a control plane with program wknd, pipeline main (plus
 // pipelineExtra), sim hosts, and one operator per role whose token is
 // "ps-<role>".
@@ -87,20 +65,7 @@ func psSetup(t *testing.T, pipelineExtra string) *psFixture {
 	f.gates.Set(pipeline.ActionCodeQuality, psMetric("coverage", "important", true))
 	f.gates.Set(pipeline.ActionSecurityTest, psMetric("crxde_blocked", "critical", true))
 	f.gates.Set(pipeline.ActionLoadTest, psMetric("error_rate", "critical", true))
-	extra := fmt.Sprintf(`
-programs:
-  - name: wknd
-    pipelines:
-      - name: main
-        repository: %s
-        branch: main
-        stage_environment: stage
-        production_environment: prod
-        build: {profile: maven}
-        code_quality: {profile: scan}
-        security: {enabled: true}
-        performance: {enabled: true, urls: [/], rate: 10, kpis: {p95: 1s, page_views_per_minute: 60}}
-%s`, psGitRepo(t), pipelineExtra)
+	extra := pipelinetest.Program(pipelinetest.GitRepo(t), pipelineExtra)
 	sim := servertest.NewSim()
 	f.c = servertest.Start(t, servertest.Options{Topology: psTopology, Extra: extra, HeartbeatInterval: 200 * time.Millisecond,
 		Server: func(o *server.Options) { o.Clock, o.Gates = f.clock, f.gates }})

@@ -9,12 +9,12 @@ package deckctl_test
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/deckhand-dev/deckhand/controlplane/artifacts"
 	"github.com/deckhand-dev/deckhand/controlplane/pipeline"
@@ -24,7 +24,6 @@ import (
 	"github.com/deckhand-dev/deckhand/pkg/aempkg/aempkgtest"
 	"github.com/deckhand-dev/deckhand/pkg/clock"
 	"github.com/deckhand-dev/deckhand/pkg/task"
-	"github.com/stretchr/testify/require"
 )
 
 var (
@@ -53,26 +52,6 @@ type plFixture struct {
 	creds map[string]string
 }
 
-func plGitRepo(t *testing.T) string {
-	dir := t.TempDir()
-	bare, work := filepath.Join(dir, "site.git"), filepath.Join(dir, "work")
-	run := func(d string, args ...string) {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = d
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t")
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "git %v: %s", args, out)
-	}
-	require.NoError(t, os.MkdirAll(work, 0o755))
-	run(dir, "init", "-q", "--bare", bare)
-	run(work, "init", "-q", "-b", "main")
-	require.NoError(t, os.WriteFile(filepath.Join(work, "pom.xml"), []byte("<project/>"), 0o644))
-	run(work, "add", ".")
-	run(work, "commit", "-q", "-m", "init")
-	run(work, "push", "-q", bare, "main")
-	return bare
-}
-
 // plSetup starts the control plane with program wknd, pipeline main (plus
 // pipelineExtra) and sim hosts, and creates one operator per role with
 // deckctl admins create --write, as a person would.
@@ -81,20 +60,7 @@ func plSetup(t *testing.T, pipelineExtra string) *plFixture {
 	f.gates.Set(pipeline.ActionCodeQuality, plMetric("coverage", "important", true, "80", "50"))
 	f.gates.Set(pipeline.ActionSecurityTest, plMetric("crxde_blocked", "critical", true, "true", "true"))
 	f.gates.Set(pipeline.ActionLoadTest, plMetric("error_rate", "critical", true, "0", "2"))
-	extra := fmt.Sprintf(`
-programs:
-  - name: wknd
-    pipelines:
-      - name: main
-        repository: %s
-        branch: main
-        stage_environment: stage
-        production_environment: prod
-        build: {profile: maven}
-        code_quality: {profile: scan}
-        security: {enabled: true}
-        performance: {enabled: true, urls: [/], rate: 10, kpis: {p95: 1s, page_views_per_minute: 60}}
-%s`, plGitRepo(t), pipelineExtra)
+	extra := pipelinetest.Program(pipelinetest.GitRepo(t), pipelineExtra)
 	sim := servertest.NewSim()
 	f.c = servertest.Start(t, servertest.Options{Topology: plTopology, Extra: extra, HeartbeatInterval: 200 * time.Millisecond,
 		Server: func(o *server.Options) { o.Clock, o.Gates = f.clock, f.gates }})

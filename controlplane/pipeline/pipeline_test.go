@@ -2,10 +2,11 @@ package pipeline_test
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/deckhand-dev/deckhand/controlplane/artifacts"
 	"github.com/deckhand-dev/deckhand/controlplane/pipeline"
@@ -15,7 +16,6 @@ import (
 	"github.com/deckhand-dev/deckhand/pkg/aempkg/aempkgtest"
 	"github.com/deckhand-dev/deckhand/pkg/clock"
 	"github.com/deckhand-dev/deckhand/pkg/task"
-	"github.com/stretchr/testify/require"
 )
 
 var (
@@ -39,20 +39,7 @@ func setup(t *testing.T, pipelineExtra string) *fixture {
 	f.gates.Set(pipeline.ActionCodeQuality, pass("coverage"))
 	f.gates.Set(pipeline.ActionSecurityTest, pass("crxde_blocked"))
 	f.gates.Set(pipeline.ActionLoadTest, pass("error_rate"))
-	programs := fmt.Sprintf(`
-programs:
-  - name: wknd
-    pipelines:
-      - name: main
-        repository: %s
-        branch: main
-        stage_environment: stage
-        production_environment: prod
-        build: {profile: maven}
-        code_quality: {profile: scan}
-        security: {enabled: true}
-        performance: {enabled: true, urls: [/], rate: 10, kpis: {p95: 1s, page_views_per_minute: 60}}
-%s`, f.repo, pipelineExtra)
+	programs := pipelinetest.Program(f.repo, pipelineExtra)
 	f.c = servertest.Start(t, servertest.Options{Topology: topology, Extra: programs, HeartbeatInterval: 200 * time.Millisecond,
 		Server: func(o *server.Options) { o.Clock, o.Gates = f.clock, f.gates }})
 	f.c.StartSimAgents(t, f.sim, allHosts...)

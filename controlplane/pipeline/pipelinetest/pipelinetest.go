@@ -5,15 +5,17 @@ package pipelinetest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/pipeline"
-	"github.com/stretchr/testify/require"
 )
 
 // Topology is the environments part of a server config: stage (one pair),
@@ -105,4 +107,25 @@ func GitRepo(t testing.TB) string {
 	run(work, "commit", "-q", "-m", "init")
 	run(work, "push", "-q", bare, "main")
 	return bare
+}
+
+// Program is the programs part of a server config that the pipeline tests
+// share: program wknd with pipeline main building repo, stage and prod,
+// every gate on; extra is appended (more pipeline keys, indented by 8, or
+// more config).
+func Program(repo, extra string) string {
+	return fmt.Sprintf(`
+programs:
+  - name: wknd
+    pipelines:
+      - name: main
+        repository: %s
+        branch: main
+        stage_environment: stage
+        production_environment: prod
+        build: {profile: maven}
+        code_quality: {profile: scan}
+        security: {enabled: true}
+        performance: {enabled: true, urls: [/], rate: 10, kpis: {p95: 1s, page_views_per_minute: 60}}
+%s`, repo, extra)
 }
