@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/deckhand-dev/deckhand/controlplane/auth"
-	"github.com/deckhand-dev/deckhand/pkg/classify"
-	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/deckhand-dev/deckhand/controlplane/auth"
+	"github.com/deckhand-dev/deckhand/pkg/classify"
+	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 )
 
 // Service implements pb.ArtifactServiceServer on Sets. It only converts
@@ -52,7 +53,10 @@ func (s *Service) PushArtifact(stream grpc.ClientStreamingServer[pb.PushArtifact
 		return status.Errorf(codes.InvalidArgument, "artifact %s: size %d is negative", h.GetName(), h.GetSize())
 	}
 	who := callerName(stream.Context())
-	res, err := s.Sets.Push(&uploadReader{stream: stream, name: h.GetName(), want: h.GetSize()}, h.GetName())
+	res, err := s.Sets.Push(NewUploadReader(func() ([]byte, bool, error) {
+		m, err := stream.Recv()
+		return m.GetChunk(), m.GetHeader() != nil, err
+	}, h.GetName(), h.GetSize()), h.GetName())
 	if s.Audit != nil {
 		result, detail := "ok", ""
 		if err != nil {
@@ -66,49 +70,6 @@ func (s *Service) PushArtifact(stream grpc.ClientStreamingServer[pb.PushArtifact
 		return toStatus(err)
 	}
 	return stream.SendAndClose(&pb.PushArtifactResponse{Artifact: ArtifactToProto(res.Artifact), AlreadyStored: res.AlreadyStored})
-}
-
-// uploadReader turns the data messages of a push into an io.Reader. It
-// enforces the size announced in the header: an upload that ends early or
-// runs over fails the read, so the blob store discards it instead of
-// storing a truncated zip under its own digest.
-type uploadReader struct {
-	stream grpc.ClientStreamingServer[pb.PushArtifactRequest, pb.PushArtifactResponse]
-	name   string
-	want   int64
-	got    int64
-	buf    []byte
-	eof    bool
-}
-
-func (u *uploadReader) Read(p []byte) (int, error) {
-	for len(u.buf) == 0 {
-		if u.eof {
-			return 0, io.EOF
-		}
-		m, err := u.stream.Recv()
-		if err == io.EOF {
-			if u.got != u.want {
-				return 0, status.Errorf(codes.InvalidArgument, "upload of %s ended after %d of the %d bytes announced; nothing was stored", u.name, u.got, u.want)
-			}
-			u.eof = true
-			return 0, io.EOF
-		}
-		if err != nil {
-			return 0, err
-		}
-		if m.GetHeader() != nil {
-			return 0, status.Errorf(codes.InvalidArgument, "upload of %s: a second header; one upload carries one file", u.name)
-		}
-		u.buf = m.GetChunk()
-		u.got += int64(len(u.buf))
-		if u.got > u.want {
-			return 0, status.Errorf(codes.InvalidArgument, "upload of %s is longer than the %d bytes announced; nothing was stored", u.name, u.want)
-		}
-	}
-	n := copy(p, u.buf)
-	u.buf = u.buf[n:]
-	return n, nil
 }
 
 // CreateSet implements ArtifactService.

@@ -5,12 +5,13 @@ import (
 	"io"
 	"strings"
 
-	"github.com/deckhand-dev/deckhand/controlplane/artifacts"
-	"github.com/deckhand-dev/deckhand/pkg/task"
-	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/deckhand-dev/deckhand/controlplane/artifacts"
+	"github.com/deckhand-dev/deckhand/pkg/task"
+	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 )
 
 // MaxUploadSize bounds one artifact a builder uploads. AEM content
@@ -60,7 +61,10 @@ func (f *Fleet) UploadArtifact(stream grpc.ClientStreamingServer[pb.UploadArtifa
 		f.log.Warn("upload refused: no open build task of this host has that id", "host", host, "task", h.GetTaskId(), "name", name)
 		return status.Errorf(codes.PermissionDenied, "host %q has no open build task %q", host, h.GetTaskId())
 	}
-	res, err := f.cfg.Sets.Push(&uploadReader{stream: stream, name: name, want: h.GetSize()}, name)
+	res, err := f.cfg.Sets.Push(artifacts.NewUploadReader(func() ([]byte, bool, error) {
+		m, err := stream.Recv()
+		return m.GetChunk(), m.GetHeader() != nil, err
+	}, name, h.GetSize()), name)
 	if err != nil {
 		f.log.Warn("upload not stored", "host", host, "task", h.GetTaskId(), "name", name, "error", err)
 		if _, isStatus := status.FromError(err); isStatus {
@@ -95,47 +99,4 @@ func (f *Fleet) hostBuilds(host, id string) (bool, error) {
 		}
 	}
 	return false, nil
-}
-
-// uploadReader turns the data messages of an upload into an io.Reader
-// for the blob store. It enforces the size announced in the header: an
-// upload that ends early or runs over fails the read, so the store
-// discards its temp file instead of keeping a truncated zip.
-type uploadReader struct {
-	stream grpc.ClientStreamingServer[pb.UploadArtifactRequest, pb.UploadArtifactResponse]
-	name   string
-	want   int64
-	got    int64
-	buf    []byte
-	eof    bool
-}
-
-func (u *uploadReader) Read(p []byte) (int, error) {
-	for len(u.buf) == 0 {
-		if u.eof {
-			return 0, io.EOF
-		}
-		m, err := u.stream.Recv()
-		if errors.Is(err, io.EOF) {
-			if u.got != u.want {
-				return 0, status.Errorf(codes.InvalidArgument, "upload of %s ended after %d of the %d bytes announced; nothing was stored", u.name, u.got, u.want)
-			}
-			u.eof = true
-			return 0, io.EOF
-		}
-		if err != nil {
-			return 0, err
-		}
-		if m.GetHeader() != nil {
-			return 0, status.Errorf(codes.InvalidArgument, "upload of %s: a second header; one upload carries one file", u.name)
-		}
-		u.buf = m.GetChunk()
-		u.got += int64(len(u.buf))
-		if u.got > u.want {
-			return 0, status.Errorf(codes.InvalidArgument, "upload of %s is longer than the %d bytes announced; nothing was stored", u.name, u.want)
-		}
-	}
-	n := copy(p, u.buf)
-	u.buf = u.buf[n:]
-	return n, nil
 }
