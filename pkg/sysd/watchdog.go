@@ -2,7 +2,10 @@ package sysd
 
 import (
 	"context"
+	"os"
+	"os/signal"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -97,3 +100,37 @@ func (p *Progress) Advanced() bool {
 	n := p.n.Load()
 	return p.seen.Swap(n) != n
 }
+
+// Signals is what both daemons set up before their main loop: Ctx ends
+// at SIGINT or SIGTERM (and then STOPPING=1 and the stopping status are
+// sent), HUP receives SIGHUP, and the watchdog pings systemd while Alive
+// advances. Close releases the signals.
+type Signals struct {
+	Ctx      context.Context
+	HUP      <-chan os.Signal
+	Alive    *Progress
+	Watchdog *Watchdog
+	close    func()
+}
+
+// Listen starts Signals; stopping is the STATUS line sent on SIGTERM.
+func Listen(stopping string) *Signals {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		Stopping()
+		Status("%s", stopping)
+	}()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	s := &Signals{Ctx: ctx, HUP: hup, Alive: &Progress{}, Watchdog: NewWatchdog()}
+	go s.Watchdog.Run(ctx, s.Alive.Advanced)
+	s.close = func() {
+		signal.Stop(hup)
+		stop()
+	}
+	return s
+}
+
+// Close stops listening for the signals.
+func (s *Signals) Close() { s.close() }

@@ -4,15 +4,14 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/deckhand-dev/deckhand/agent"
 	"github.com/deckhand-dev/deckhand/agent/config"
 	"github.com/deckhand-dev/deckhand/agent/session"
 	"github.com/deckhand-dev/deckhand/pkg/sysd"
-	"github.com/hashicorp/go-hclog"
 )
 
 // daemon runs the agent under systemd's eye: READY=1 once interrupted
@@ -22,20 +21,9 @@ import (
 // config file: the new config is checked first, the agent waits until no
 // task runs, then restarts itself in-process with it.
 func daemon(cfgPath, levelFlag string, cfg *config.Config, log hclog.Logger) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		sysd.Stopping()
-		sysd.Status("stopping: checkpointing running tasks")
-	}()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-
-	var alive sysd.Progress
-	wd := sysd.NewWatchdog()
-	go wd.Run(ctx, alive.Advanced)
+	sig := sysd.Listen("stopping: checkpointing running tasks")
+	defer sig.Close()
+	ctx, hup, alive, wd := sig.Ctx, sig.HUP, sig.Alive, sig.Watchdog
 	if wd.Enabled() {
 		log.Info("systemd watchdog on", "interval", wd.Interval())
 	}
@@ -59,7 +47,7 @@ func daemon(cfgPath, levelFlag string, cfg *config.Config, log hclog.Logger) int
 		runCtx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- a.Run(runCtx) }()
-		next, err := waitRun(ctx, cfgPath, levelFlag, a, done, hup, &alive, log)
+		next, err := waitRun(ctx, cfgPath, levelFlag, a, done, hup, alive, log)
 		cancel()
 		if next == nil {
 			return exitCode(err, log)

@@ -2,15 +2,13 @@ package main
 
 import (
 	"context"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/deckhand-dev/deckhand/controlplane/config"
 	"github.com/deckhand-dev/deckhand/controlplane/server"
 	"github.com/deckhand-dev/deckhand/pkg/sysd"
-	"github.com/hashicorp/go-hclog"
 )
 
 // daemon runs the server under systemd's eye: READY=1 once state is open
@@ -22,20 +20,9 @@ import (
 // reconnect, rollouts and executions resume); an invalid one is refused
 // and the running config kept.
 func daemon(cfgPath, levelFlag string, devInsecure bool, cfg *config.Config, log hclog.Logger) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		sysd.Stopping()
-		sysd.Status("stopping")
-	}()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-
-	var alive sysd.Progress
-	wd := sysd.NewWatchdog()
-	go wd.Run(ctx, alive.Advanced)
+	sig := sysd.Listen("stopping")
+	defer sig.Close()
+	ctx, hup, alive := sig.Ctx, sig.HUP, sig.Alive
 
 	for {
 		srv, err := server.New(cfg, server.Options{Logger: log, DevInsecure: devInsecure, Alive: alive.Advance})
