@@ -289,3 +289,46 @@ func TestJournalStream(t *testing.T) {
 		}
 	}
 }
+
+// A daemon whose main loop ends on its own (no signal) still tells systemd
+// it is stopping, and Close does not return before the datagrams are sent:
+// the process exits right after it. The socket is read without waiting, a
+// hundred times over, so a notification still in flight fails the test.
+func TestCloseSendsStoppingBeforeReturning(t *testing.T) {
+	f := newFakeSystemd(t)
+	t.Setenv("WATCHDOG_USEC", "")
+	for i := 0; i < 100; i++ {
+		s := Listen("stopping: test")
+		s.Close()
+		for _, want := range []string{"STOPPING=1", "STATUS=stopping: test"} {
+			if got := f.nextNow(); got != want {
+				t.Fatalf("round %d, right after Close: %q, want %q already sent", i, got, want)
+			}
+		}
+	}
+}
+
+// nextNow returns the datagram already queued on the socket, or "".
+func (f *fakeSystemd) nextNow() string {
+	f.t.Helper()
+	rc, err := f.conn.SyscallConn()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	n := 0
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, _, rerr = syscall.Recvfrom(int(fd), buf, syscall.MSG_DONTWAIT)
+		return true
+	}); err != nil {
+		f.t.Fatal(err)
+	}
+	if rerr == syscall.EAGAIN {
+		return ""
+	}
+	if rerr != nil {
+		f.t.Fatal(rerr)
+	}
+	return string(buf[:n])
+}

@@ -114,9 +114,14 @@ type Signals struct {
 }
 
 // Listen starts Signals; stopping is the STATUS line sent on SIGTERM.
+// STOPPING=1 is also sent by Close when the daemon ends for another
+// reason, and Close returns only once it has been sent: a daemon that
+// exits right after its main loop must not race the notification.
 func Listen(stopping string) *Signals {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	told := make(chan struct{})
 	go func() {
+		defer close(told)
 		<-ctx.Done()
 		Stopping()
 		Status("%s", stopping)
@@ -128,9 +133,11 @@ func Listen(stopping string) *Signals {
 	s.close = func() {
 		signal.Stop(hup)
 		stop()
+		<-told
 	}
 	return s
 }
 
-// Close stops listening for the signals.
+// Close stops listening for the signals and returns once STOPPING=1 has
+// been sent.
 func (s *Signals) Close() { s.close() }
