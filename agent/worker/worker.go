@@ -67,6 +67,14 @@ type Worker struct {
 	stop     context.CancelFunc
 	stopping bool // mu
 
+	// attach orders attaching a sink against results being journaled:
+	// finish holds it shared from journaling a result until it has read
+	// the sink, SetSink exclusively while it swaps the sink and lists the
+	// journal's unacked results. A result is thus either in SetSink's list
+	// or sent by finish to the new sink, never both: a task that ends as
+	// the agent reconnects is sent once, not twice.
+	attach sync.RWMutex
+
 	mu      sync.Mutex
 	running map[string]*runState          // mu
 	sink    Sink                          // mu
@@ -152,6 +160,7 @@ func (w *Worker) progress(id, mark, line string) {
 // SetSink attaches the current session (nil detaches it). Attaching sends
 // every journaled result the server has not acked yet.
 func (w *Worker) SetSink(s Sink) {
+	w.attach.Lock()
 	w.mu.Lock()
 	w.sink = s
 	pending := w.pending
@@ -160,14 +169,16 @@ func (w *Worker) SetSink(s Sink) {
 	}
 	w.mu.Unlock()
 	if s == nil {
+		w.attach.Unlock()
 		return
 	}
+	done, err := w.cfg.Journal.List(journal.Finished)
+	w.attach.Unlock()
 	for _, ps := range pending {
 		for _, p := range ps {
 			s.Progress(p.id, p.mark, p.line, p.at)
 		}
 	}
-	done, err := w.cfg.Journal.List(journal.Finished)
 	if err != nil {
 		w.log.Error("cannot list unacked results", "error", err)
 		return
@@ -380,7 +391,12 @@ func (w *Worker) finish(id string, r *task.Result) {
 		r = &task.Result{TaskID: id, Status: task.StatusFailed, Error: "agent could not encode the result: " + err.Error(), StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, Attempts: r.Attempts}
 		raw, _ = task.MarshalResult(r)
 	}
+	w.attach.RLock()
 	e, err := w.cfg.Journal.Finish(id, r.Status.String(), raw)
+	w.mu.Lock()
+	s := w.sink
+	w.mu.Unlock()
+	w.attach.RUnlock()
 	if err != nil {
 		w.log.Error("cannot journal result; the task will be recovered at the next start", "task", id, "error", err)
 		return
@@ -393,9 +409,6 @@ func (w *Worker) finish(id string, r *task.Result) {
 	} else {
 		w.log.Info("task finished", "task", id, "status", e.Status)
 	}
-	w.mu.Lock()
-	s := w.sink
-	w.mu.Unlock()
 	if s != nil {
 		w.sendStored(s, e)
 	}

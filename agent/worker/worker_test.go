@@ -237,3 +237,32 @@ func TestProgressBeforeASessionIsKept(t *testing.T) {
 	defer ps.mu.Unlock()
 	require.Equal(t, []string{"p:resuming, attempt 1"}, ps.lines)
 }
+
+// A task that ends just as a session attaches is sent to it once: either
+// in the journal's list of unacked results that attaching sends, or by the
+// finishing task itself, never both (the server would count a duplicate).
+// OnFinish runs between journaling the result and sending it; the session
+// attaches right there.
+func TestResultEndingAsSessionAttachesIsSentOnce(t *testing.T) {
+	journaled, attached := make(chan struct{}), make(chan struct{})
+	w := New(Config{
+		Journal: newJournal(t),
+		Handlers: map[string]Handler{"host_facts": HandlerFunc(func(ctx context.Context, tk *Task) (any, error) {
+			return &task.Facts{Hostname: "h"}, nil
+		})},
+		OnFinish: func(kind string, r *task.Result) {
+			close(journaled)
+			<-attached
+		},
+	})
+	defer w.Shutdown(context.Background())
+	submit(w, "a", task.HostFacts{})
+	<-journaled
+	s := &sink{}
+	w.SetSink(s)
+	close(attached)
+	require.Eventually(t, func() bool { return w.Running() == 0 }, 5*time.Second, time.Millisecond)
+	rs := s.get()
+	require.Len(t, rs, 1, "the result goes to the new session exactly once")
+	require.Equal(t, "a", rs[0].TaskID)
+}
