@@ -35,17 +35,22 @@
 // rest of its life, to comparing the tree with the baseline every
 // Config.ScanInterval. Mode reports which is in use. Scans produce the
 // same Event shapes, but cannot tell a rename from a removal plus a
-// creation, so renames are reported as "removed" + "created". Lost
-// inotify events (queue overflow) trigger one such scan too.
+// creation, so renames are reported as "removed" + "created". A file a
+// scan finds changed within Debounce of its modification time may be
+// caught in the middle of a write: it is held back and reported once it
+// has been quiet for Debounce, as in fsnotify mode (the scan at Suppress
+// reports everything as it is). Lost inotify events (queue overflow)
+// trigger one such scan too.
 //
 // # Deckhand's own writes
 //
 // The agent calls Suppress before a deployment or restore touches the
 // tree and releases it afterwards. While suppressed, events only keep the
 // watches up to date. Changes that were pending when Suppress was called
-// are reported with the state they had at that moment, unless the
-// deployment then touches the same path (the deployment's content wins:
-// the pending event is dropped). A manual change made during a
+// are reported with the state they had at that moment, also when the
+// deployment then overwrites the path: the hand edit was live until then
+// (it shows as drift the deployment replaced), and events of an edit that
+// arrive after Suppress cannot drop it. A manual change made during a
 // deployment, up to its release, cannot be told apart from the
 // deployment's and is absorbed.
 //

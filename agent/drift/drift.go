@@ -271,7 +271,7 @@ func New(cfg Config, sink func([]Event), log hclog.Logger) (*Watcher, error) {
 		warned:    map[string]bool{},
 		now:       time.Now,
 	}
-	w.base = w.scanDiskLocked()
+	w.base, _ = w.scanDiskLocked()
 	return w, nil
 }
 
@@ -313,7 +313,10 @@ func (w *Watcher) Suppress() (release func()) {
 	w.suppressed++
 	if w.suppressed == 1 {
 		if w.mode == ModeScan {
-			w.scanLocked(time.Now())
+			// The scan reports the pending paths (changes a scan held
+			// back) as they are now.
+			w.pending = map[string]*pending{}
+			w.scanLocked(time.Now(), false)
 		} else {
 			for rel, p := range w.pending {
 				e, ok := w.stat(rel)
@@ -333,7 +336,7 @@ func (w *Watcher) release() {
 	if w.suppressed == 0 {
 		// Report what was frozen at Suppress against the old baseline
 		// before it is replaced; all pending paths are frozen ones now
-		// (events during the suppression only remove entries).
+		// (events during the suppression add none).
 		w.flushLocked(time.Now(), true)
 		w.rebaseLocked(w.now())
 	}
@@ -447,7 +450,7 @@ func (w *Watcher) installLocked(rb *rebuild, got map[string]entry, errs map[stri
 		w.needScan = false
 		// The scan reports what the pending paths would.
 		w.pending = map[string]*pending{}
-		w.scanLocked(time.Now())
+		w.scanLocked(time.Now(), true)
 	}
 }
 
@@ -508,7 +511,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if w.mode == ModeFsnotify && w.suppressed == 0 {
 			// Catch what changed between New and the watches being in
 			// place; later changes arrive as events.
-			w.scanLocked(time.Now())
+			w.scanLocked(time.Now(), true)
 		}
 	}
 	w.mu.Unlock()
@@ -595,7 +598,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case <-tick:
 			w.mu.Lock()
 			if w.suppressed == 0 {
-				w.scanLocked(time.Now())
+				w.scanLocked(time.Now(), true)
 			}
 			w.mu.Unlock()
 		case <-w.kick:
@@ -716,10 +719,12 @@ func (w *Watcher) abs(rel string) string {
 }
 
 // touchLocked records activity on rel. During a suppression the activity
-// is Deckhand's: any change pending for the path is dropped instead.
+// is Deckhand's and is not recorded; a change pending for the path keeps
+// the state frozen when the suppression began, which is reported when it
+// ends (a hand edit is drift even if the deployment then replaces it, and
+// its last events can arrive after the suppression began).
 func (w *Watcher) touchLocked(rel string, now time.Time) {
 	if w.suppressed > 0 {
-		delete(w.pending, rel)
 		return
 	}
 	p := w.pending[rel]
@@ -854,7 +859,7 @@ func (w *Watcher) fallbackLocked(why string, err error) {
 	if w.suppressed == 0 {
 		// The scan reports every pending change too.
 		w.pending = map[string]*pending{}
-		w.scanLocked(time.Now())
+		w.scanLocked(time.Now(), true)
 	}
 	w.wake()
 }
@@ -866,7 +871,7 @@ func (w *Watcher) fsnotifyErrorLocked(err error) {
 		w.log.Warn("inotify queue overflowed; rescanning the tree", "dir", w.root)
 		if w.suppressed == 0 {
 			w.pending = map[string]*pending{}
-			w.scanLocked(time.Now())
+			w.scanLocked(time.Now(), true)
 		}
 		return
 	}
@@ -896,50 +901,85 @@ func (w *Watcher) stat(rel string) (entry, bool) {
 	return e, ok
 }
 
-// scanDiskLocked builds a manifest of the tree as it is now.
-func (w *Watcher) scanDiskLocked() manifest {
+// scanDiskLocked builds a manifest of the tree as it is now, and the
+// modification times of its entries.
+func (w *Watcher) scanDiskLocked() (manifest, map[string]time.Time) {
 	m := manifest{}
+	mods := map[string]time.Time{}
 	err := walk(w.root, "", w.ignore.matchAny, nil, func(rel, abs string) {
-		e, ok, err := statPath(abs)
+		e, mod, ok, err := statPathModTime(abs)
 		if err != nil {
 			w.warnPathLocked(rel, "cannot read", err)
 		}
 		if ok {
 			m[rel] = e
+			mods[rel] = mod
 		}
 	}, w.onWalkErrLocked)
 	if err != nil {
 		w.log.Warn("scanning the tree failed", "dir", w.root, "error", err)
 	}
-	return m
+	return m, mods
 }
 
 // scanLocked compares the disk with the baseline, reports the difference
 // and makes the disk the baseline. Without events there is no telling a
 // rename from a removal plus a creation, so none are paired.
 //
+// With settle, a created or modified path whose modification time is
+// within the debounce of now is not reported yet: it may be caught in the
+// middle of a write (an editor or a copy that truncates, then writes). It
+// keeps its old baseline and becomes pending like a path with events, so
+// it is reported once it has been quiet for the debounce, the same as in
+// fsnotify mode. Suppress scans without settle: what is on disk when a
+// Deckhand task starts is reported as it is, because the task may
+// overwrite it.
+//
 // During a rebuild there is no complete baseline to compare with: the
 // scan runs when the rebuild is installed.
-func (w *Watcher) scanLocked(now time.Time) {
+func (w *Watcher) scanLocked(now time.Time, settle bool) {
 	if w.rebuild != nil {
 		w.needScan = true
 		return
 	}
-	cur := w.scanDiskLocked()
+	cur, mods := w.scanDiskLocked()
+	settle = settle && w.suppressed == 0
+	fresh := func(rel string) bool {
+		if !settle {
+			return false
+		}
+		m := mods[rel]
+		return !m.After(now) && now.Sub(m) < w.debounce
+	}
 	var out []Event
+	held := map[string]bool{}
 	for rel, b := range w.base {
 		c, ok := cur[rel]
 		switch {
 		case !ok:
 			out = append(out, w.event(rel, "", KindRemoved, b.hash, "", now))
+		case !b.same(c) && fresh(rel):
+			held[rel] = true
 		case !b.same(c):
 			out = append(out, w.event(rel, "", KindModified, b.hash, c.hash, now))
 		}
 	}
 	for rel, c := range cur {
 		if _, ok := w.base[rel]; !ok {
+			if fresh(rel) {
+				held[rel] = true
+				continue
+			}
 			out = append(out, w.event(rel, "", KindCreated, "", c.hash, now))
 		}
+	}
+	for rel := range held {
+		if b, ok := w.base[rel]; ok {
+			cur[rel] = b
+		} else {
+			delete(cur, rel)
+		}
+		w.touchLocked(rel, now)
 	}
 	w.base = cur
 	w.emitLocked(out)

@@ -303,23 +303,31 @@ func TestSuppressNested(t *testing.T) {
 	require.Equal(t, []Event{{Path: "conf.d/a.conf", Kind: KindModified, Before: sha("second\n"), After: sha("third\n"), Severity: SeverityNormal}}, shape(h.settle()))
 }
 
-func TestSuppressKeepsEarlierChangesToOtherPaths(t *testing.T) {
+// TestSuppressReportsEarlierChanges: hand edits pending when a deployment
+// begins are drift, reported with the state they had when it began, also
+// for a file the deployment then overwrites (it was live by hand until
+// then), and also when the edit's last events arrive after the deployment
+// began.
+func TestSuppressReportsEarlierChanges(t *testing.T) {
 	// A long debounce so both edits are still pending when Suppress is
 	// called (checked, not assumed).
 	h := newHarness(t, Config{Debounce: 2 * time.Second}, baseTree()).start()
-	h.write("conf.d/a.conf", "hand edit of a\n") // not touched by the deployment: reported
-	h.write("conf.d/b.conf", "hand edit of b\n") // overwritten by the deployment: dropped
+	h.write("conf.d/a.conf", "hand edit of a\n") // not touched by the deployment
+	h.write("conf.d/b.conf", "hand edit of b\n") // overwritten by the deployment
 	require.Eventually(t, func() bool { return h.isPending("conf.d/a.conf") && h.isPending("conf.d/b.conf") }, waitFor, 5*time.Millisecond)
 
 	release := h.w.Suppress()
-	// What the deployment does after Suppress cannot change the report
-	// for a.conf: its state was taken at Suppress.
+	// What the deployment does after Suppress cannot change the report:
+	// the state was taken at Suppress.
 	h.write("conf.d/b.conf", "deployed b\n")
-	require.Eventually(t, func() bool { return !h.isPending("conf.d/b.conf") }, waitFor, 5*time.Millisecond)
+	h.write("conf.d/c.conf", "deployed c\n") // the deployment's own: not drift
 	release()
 
 	evs := shape(h.settle())
-	require.Equal(t, []Event{{Path: "conf.d/a.conf", Kind: KindModified, Before: sha("a1\n"), After: sha("hand edit of a\n"), Severity: SeverityNormal}}, evs)
+	require.Equal(t, []Event{
+		{Path: "conf.d/a.conf", Kind: KindModified, Before: sha("a1\n"), After: sha("hand edit of a\n"), Severity: SeverityNormal},
+		{Path: "conf.d/b.conf", Kind: KindModified, Before: sha("b1\n"), After: sha("hand edit of b\n"), Severity: SeverityNormal},
+	}, evs)
 	h.write("conf.d/b.conf", "hand again\n")
 	require.Equal(t, sha("deployed b\n"), one(t, h.settle()).Before)
 }
@@ -420,12 +428,27 @@ func TestQueueOverflowRescans(t *testing.T) {
 	// Not running: a change without an event, as when the kernel queue
 	// dropped it.
 	h.write("conf.d/a.conf", "lost event\n")
+	// A change made a while ago: reported by the rescan itself.
+	old := time.Now().Add(-time.Minute)
+	require.NoError(t, os.Chtimes(h.path("conf.d/a.conf"), old, old))
+	h.write("conf.d/new.conf", "being written")
 	h.w.mu.Lock()
 	h.w.fsnotifyErrorLocked(errOverflowForTest())
 	out := h.w.outbox
+	h.w.outbox = nil
 	h.w.mu.Unlock()
 	require.Equal(t, []Event{{Path: "conf.d/a.conf", Kind: KindModified, Before: sha("a1\n"), After: sha("lost event\n"), Severity: SeverityNormal}}, shape(out))
 	require.Contains(t, h.logs.String(), "overflow")
+
+	// A change made just now may be a write in progress: it waits for the
+	// debounce, as a path with events does, and is then reported with
+	// what it holds by then.
+	h.write("conf.d/new.conf", "written\n")
+	h.w.mu.Lock()
+	h.w.flushLocked(time.Now().Add(h.w.debounce), false)
+	out = h.w.outbox
+	h.w.mu.Unlock()
+	require.Equal(t, []Event{{Path: "conf.d/new.conf", Kind: KindCreated, After: sha("written\n"), Severity: SeverityNormal}}, shape(out))
 }
 
 func TestUnreadableFile(t *testing.T) {

@@ -71,7 +71,26 @@ func (e errUnreadable) Unwrap() error { return e.err }
 // file. A non-nil err is worth logging but ent is still usable (an
 // unreadable file is reported by size and mtime).
 func statPath(abs string) (ent entry, ok bool, err error) {
+	ent, _, ok, err = statPathModTime(abs)
+	return ent, ok, err
+}
+
+// statPathModTime is statPath that also returns the file system's
+// modification time of what it described (zero when ok is false), which
+// the entry itself does not keep for readable files.
+func statPathModTime(abs string) (ent entry, mod time.Time, ok bool, err error) {
 	fi, err := os.Lstat(abs)
+	if err == nil {
+		mod = fi.ModTime()
+	}
+	ent, ok, err = describe(abs, fi, err)
+	if !ok {
+		mod = time.Time{}
+	}
+	return ent, mod, ok, err
+}
+
+func describe(abs string, fi fs.FileInfo, err error) (ent entry, ok bool, _ error) {
 	if err != nil {
 		if gone(err) {
 			return entry{}, false, nil
