@@ -32,9 +32,8 @@ type deps struct {
 // whose config section is absent are not registered: the worker refuses
 // such tasks with a clear message instead of guessing local commands.
 func buildHandlers(d deps) (map[string]worker.Handler, error) {
-	h := map[string]worker.Handler{
-		task.HostFacts{}.Name(): &hostfacts.Handler{DataDir: d.cfg.DataDir, ApacheCtl: d.cfg.ApacheCtl, AgentVersion: version.Version},
-	}
+	facts := &hostfacts.Handler{DataDir: d.cfg.DataDir, ApacheCtl: d.cfg.ApacheCtl, AgentVersion: version.Version}
+	h := map[string]worker.Handler{task.HostFacts{}.Name(): facts}
 	if d.cfg.AEM != nil {
 		ah, err := aem.NewHandler(d.cfg.AEM, d.fetcher, d.log.Named("aem"))
 		if err != nil {
@@ -64,6 +63,7 @@ func buildHandlers(d deps) (map[string]worker.Handler, error) {
 		for k, dh := range disp.Handlers() {
 			h[k] = dh
 		}
+		facts.Backups = func() ([]task.Backup, error) { return dispatcher.TaskBackups(d.cfg.Dispatcher, d.journal) }
 	}
 	return h, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/deckhand-dev/deckhand/agent/journal"
 	"github.com/deckhand-dev/deckhand/agent/worker"
 	"github.com/deckhand-dev/deckhand/pkg/kv"
+	"github.com/deckhand-dev/deckhand/pkg/task"
 )
 
 // Bucket and keys of the backups index (see the package doc).
@@ -98,6 +99,17 @@ func ListBackups(cfg *Config, j *journal.Journal) ([]Backup, error) {
 		all[i].Path = filepath.Join(cfg.BackupDir, all[i].ID)
 	}
 	return all, err
+}
+
+// TaskBackups is ListBackups in the shape HostFacts reports it.
+func TaskBackups(cfg *Config, j *journal.Journal) ([]task.Backup, error) {
+	all, err := ListBackups(cfg, j)
+	out := make([]task.Backup, 0, len(all))
+	for _, b := range all {
+		out = append(out, task.Backup{ID: b.ID, TaskID: b.TaskID, Kind: b.Kind, CreatedAt: b.CreatedAt, Files: b.Files, Bytes: b.Bytes,
+			Outcome: b.Outcome, Artifact: b.Artifact, RestoredFrom: b.RestoredFrom})
+	}
+	return out, err
 }
 
 func listBackups(b kv.Backend) ([]Backup, error) {

@@ -27,6 +27,10 @@ type Handler struct {
 	AgentVersion string
 	// OSRelease is the os-release file; default /etc/os-release.
 	OSRelease string
+	// Backups lists the host's dispatcher config backups (dispatcher
+	// agents); nil elsewhere. An error is reported in the facts, not as
+	// the task's failure: the rest of the facts still answer.
+	Backups func() ([]task.Backup, error)
 }
 
 // Run implements worker.Handler.
@@ -55,6 +59,11 @@ func (h *Handler) Collect(ctx context.Context) (*task.Facts, error) {
 		f.DataTotal = st.Blocks * uint64(st.Bsize)
 	}
 	f.ApacheVersion, f.ApacheError = apacheVersion(ctx, h.ApacheCtl)
+	if h.Backups != nil {
+		if f.Backups, err = h.Backups(); err != nil {
+			f.BackupsError = err.Error()
+		}
+	}
 	return f, nil
 }
 

@@ -2,12 +2,16 @@ package hostfacts
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/deckhand-dev/deckhand/pkg/task"
 )
 
 func TestCollect(t *testing.T) {
@@ -62,4 +66,28 @@ func TestMissingDataDirIsAnError(t *testing.T) {
 	h := &Handler{DataDir: "/nonexistent/dir", ApacheCtl: []string{"true"}}
 	_, err := h.Collect(context.Background())
 	require.ErrorContains(t, err, "statfs /nonexistent/dir")
+}
+
+func TestDispatcherBackupsAreFacts(t *testing.T) {
+	at := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	list := []task.Backup{{ID: "bk-1", TaskID: "e/deploy/d1", Kind: "deploy", CreatedAt: at, Files: 12, Bytes: 3400, Outcome: "applied", Artifact: "abc"}}
+	h := &Handler{ApacheCtl: []string{"/nonexistent/apachectl"}, Backups: func() ([]task.Backup, error) { return list, nil }}
+	f, err := h.Collect(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, list, f.Backups)
+	require.Empty(t, f.BackupsError)
+
+	// An unreadable index is reported in the facts; the facts still answer.
+	h.Backups = func() ([]task.Backup, error) { return nil, errors.New("backups index has schema \"9\"") }
+	f, err = h.Collect(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, f.Backups)
+	require.Equal(t, "backups index has schema \"9\"", f.BackupsError)
+	require.NotEmpty(t, f.Hostname)
+
+	// Agents without a dispatcher say nothing about backups.
+	f, err = (&Handler{ApacheCtl: []string{"/nonexistent/apachectl"}}).Collect(context.Background())
+	require.NoError(t, err)
+	require.Nil(t, f.Backups)
+	require.Empty(t, f.BackupsError)
 }

@@ -94,7 +94,7 @@ func agentsListCmd(g *globals) *cobra.Command {
 func agentsFactsCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "facts HOST",
-		Short: "Ask a host's agent for its facts (hostname, OS, Apache, free disk)",
+		Short: "Ask a host's agent for its facts (hostname, OS, Apache, free disk; a dispatcher's config backups)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			conn, err := g.dial()
@@ -110,12 +110,25 @@ func agentsFactsCmd(g *globals) *cobra.Command {
 			}
 			f := resp.Facts
 			if g.output == "json" {
-				return g.printJSON(map[string]any{
+				backups := []map[string]any{}
+				for _, b := range f.Backups {
+					backups = append(backups, map[string]any{
+						"id": b.Id, "task_id": b.TaskId, "kind": b.Kind, "created_at": b.CreatedAt.AsTime(),
+						"files": b.Files, "bytes": b.Bytes, "outcome": b.Outcome,
+						"artifact_sha256": b.ArtifactSha256, "restored_from": b.RestoredFrom,
+					})
+				}
+				out := map[string]any{
 					"host": args[0], "task_id": resp.TaskId, "hostname": f.Hostname, "os": f.Os, "kernel": f.Kernel,
 					"arch": f.Arch, "apache_version": f.ApacheVersion, "apache_error": f.ApacheError,
 					"data_dir_free_bytes": f.DataDirFreeBytes, "data_dir_total_bytes": f.DataDirTotalBytes,
 					"agent_version": f.AgentVersion, "collected_at": f.CollectedAt.AsTime(),
-				})
+					"backups": backups,
+				}
+				if f.BackupsError != "" {
+					out["backups_error"] = f.BackupsError
+				}
+				return g.printJSON(out)
 			}
 			apache := f.ApacheVersion
 			if apache == "" {
@@ -129,6 +142,29 @@ func agentsFactsCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(tw, "data dir free:\t%s of %s\n", bytesHuman(f.DataDirFreeBytes), bytesHuman(f.DataDirTotalBytes))
 			fmt.Fprintf(tw, "agent version:\t%s\n", f.AgentVersion)
 			fmt.Fprintf(tw, "task:\t%s\n", resp.TaskId)
+			if f.BackupsError != "" {
+				fmt.Fprintf(tw, "backups:\tcannot list: %s\n", f.BackupsError)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(f.Backups) == 0 {
+				return nil
+			}
+			fmt.Fprintf(g.out, "\ndispatcher config backups, newest first (deckctl dispatcher rollback --env ENV --to ID):\n")
+			tw = tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tCREATED\tTAKEN BEFORE\tOUTCOME\tFILES\tSIZE")
+			for _, b := range f.Backups {
+				before := b.Kind
+				switch {
+				case b.ArtifactSha256 != "":
+					before = "deploy of " + shortDigest(b.ArtifactSha256)
+				case b.RestoredFrom != "":
+					before = "restore of " + b.RestoredFrom
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", b.Id, b.CreatedAt.AsTime().Local().Format("2006-01-02 15:04:05"),
+					before, b.Outcome, b.Files, bytesHuman(uint64(max(b.Bytes, 0))))
+			}
 			return tw.Flush()
 		},
 	}

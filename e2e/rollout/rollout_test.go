@@ -272,6 +272,24 @@ func TestRollbackToThePreviousBackup(t *testing.T) {
 	_, err := deploy(t, tp, "deploy", "--env", tp.Env, "--artifacts", set)
 	require.NoError(t, err)
 	require.Equal(t, "version 2\n", get(t, tp.HAProxy.URL+"/page"))
+
+	// Each dispatcher lists its backups through deckctl: the newest was
+	// taken before the deploy, which went live.
+	taken := map[string]string{}
+	for h := range tp.Apache {
+		bs := backups(t, tp, h)
+		require.NotEmpty(t, bs, h)
+		require.Equal(t, "deploy", bs[0].Kind, h)
+		require.Equal(t, "applied", bs[0].Outcome, h)
+		require.Len(t, bs[0].ArtifactSHA256, 64, h)
+		require.Positive(t, bs[0].Files, h)
+		taken[h] = bs[0].ID
+		out, err := tp.Deckctl("agents", "facts", h)
+		require.NoError(t, err, string(out))
+		require.Contains(t, string(out), "dispatcher config backups, newest first")
+		require.Contains(t, string(out), bs[0].ID)
+	}
+
 	load := topology.Hammer(tp.HAProxy.URL+"/page", 4)
 	id, err := deploy(t, tp, "dispatcher", "rollback", "--env", tp.Env, "--previous")
 	res := load.Stop()
@@ -279,6 +297,33 @@ func TestRollbackToThePreviousBackup(t *testing.T) {
 	require.Zero(t, res.Failed, "failed requests: %v", res.Failures)
 	for h, in := range tp.Apache {
 		require.Equal(t, "version 1\n", get(t, in.URL+"/page"), h)
+		bs := backups(t, tp, h)
+		require.Equal(t, "restore", bs[0].Kind, h)
+		require.Equal(t, taken[h], bs[0].RestoredFrom, "%s: --previous restores the backup taken before the last deploy", h)
 	}
 	checkInvariants(t, tp, id)
+}
+
+type backup struct {
+	ID             string `json:"id"`
+	Kind           string `json:"kind"`
+	Outcome        string `json:"outcome"`
+	Files          int    `json:"files"`
+	ArtifactSHA256 string `json:"artifact_sha256"`
+	RestoredFrom   string `json:"restored_from"`
+}
+
+// backups is what `deckctl agents facts HOST -o json` says of the host's
+// dispatcher config backups, newest first.
+func backups(t *testing.T, tp *topology.Topology, host string) []backup {
+	t.Helper()
+	out, err := tp.Deckctl("agents", "facts", host, "-o", "json")
+	require.NoError(t, err, string(out))
+	var facts struct {
+		Backups      []backup `json:"backups"`
+		BackupsError string   `json:"backups_error"`
+	}
+	require.NoError(t, json.Unmarshal(out, &facts), string(out))
+	require.Empty(t, facts.BackupsError)
+	return facts.Backups
 }

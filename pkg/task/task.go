@@ -92,6 +92,25 @@ type Facts struct {
 	DataTotal     uint64    `json:"data_dir_total_bytes"`
 	AgentVersion  string    `json:"agent_version"`
 	CollectedAt   time.Time `json:"collected_at"`
+	// Backups are a dispatcher agent's config backups, newest first;
+	// BackupsError says why they could not be listed.
+	Backups      []Backup `json:"backups,omitempty"`
+	BackupsError string   `json:"backups_error,omitempty"`
+}
+
+// Backup is one dispatcher config backup a host keeps: what
+// `deckctl dispatcher rollback --to` restores.
+type Backup struct {
+	ID        string    `json:"id"`
+	TaskID    string    `json:"task_id"`
+	Kind      string    `json:"kind"` // deploy or restore
+	CreatedAt time.Time `json:"created_at"`
+	Files     int       `json:"files"`
+	Bytes     int64     `json:"bytes"`
+	// Outcome: pending, applied, rolled-back or interrupted.
+	Outcome      string `json:"outcome"`
+	Artifact     string `json:"artifact,omitempty"`
+	RestoredFrom string `json:"restored_from,omitempty"`
 }
 
 // Result is how a task ended on the agent.
@@ -276,6 +295,15 @@ func factsToProto(f *Facts) *pb.HostFacts {
 	if !f.CollectedAt.IsZero() {
 		p.CollectedAt = timestamppb.New(f.CollectedAt)
 	}
+	p.BackupsError = f.BackupsError
+	for _, b := range f.Backups {
+		bp := &pb.DispatcherBackup{Id: b.ID, TaskId: b.TaskID, Kind: b.Kind, Files: int64(b.Files), Bytes: b.Bytes,
+			Outcome: b.Outcome, ArtifactSha256: b.Artifact, RestoredFrom: b.RestoredFrom}
+		if !b.CreatedAt.IsZero() {
+			bp.CreatedAt = timestamppb.New(b.CreatedAt)
+		}
+		p.Backups = append(p.Backups, bp)
+	}
 	return p
 }
 
@@ -296,6 +324,15 @@ func factsFromProto(p *pb.HostFacts) *Facts {
 	}
 	if p.CollectedAt != nil {
 		f.CollectedAt = p.CollectedAt.AsTime()
+	}
+	f.BackupsError = p.BackupsError
+	for _, b := range p.Backups {
+		fb := Backup{ID: b.Id, TaskID: b.TaskId, Kind: b.Kind, Files: int(b.Files), Bytes: b.Bytes,
+			Outcome: b.Outcome, Artifact: b.ArtifactSha256, RestoredFrom: b.RestoredFrom}
+		if b.CreatedAt != nil {
+			fb.CreatedAt = b.CreatedAt.AsTime()
+		}
+		f.Backups = append(f.Backups, fb)
 	}
 	return f
 }

@@ -40,7 +40,11 @@ func TestSpecWithoutKindRefused(t *testing.T) {
 func TestResultRoundTrip(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	r := &Result{TaskID: "e/s/h", Status: StatusSucceeded, StartedAt: now, FinishedAt: now.Add(time.Second), Attempts: 1,
-		Output: &Facts{Hostname: "h", OS: "Debian", DataFreeBytes: 42, CollectedAt: now}}
+		Output: &Facts{Hostname: "h", OS: "Debian", DataFreeBytes: 42, CollectedAt: now, BackupsError: "index busy",
+			Backups: []Backup{
+				{ID: "bk-2", TaskID: "e/rollback/h", Kind: "restore", CreatedAt: now, Files: 3, Bytes: 300, Outcome: "applied", RestoredFrom: "bk-1"},
+				{ID: "bk-1", TaskID: "e/deploy/h", Kind: "deploy", CreatedAt: now.Add(-time.Hour), Files: 2000, Bytes: 1 << 20, Outcome: "rolled-back", Artifact: "abc"},
+			}}}
 	b, err := MarshalResult(r)
 	require.NoError(t, err)
 	got, err := UnmarshalResult(b)

@@ -104,7 +104,7 @@ func runBackups(args []string, stdout, stderr io.Writer) int {
 		// The agent never ran with this data_dir: nothing backed up yet.
 		list, err = nil, nil
 	case errors.Is(err, dispatcher.ErrJournalLocked):
-		fmt.Fprintf(stderr, "deckhand-agent: the agent is running: it holds its journal %s, which has the backups index; stop the agent to list backups here, or use deckctl: `deckctl deployments show ID` names the backup each host took, `deckctl dispatcher rollback --env ENV --previous` restores it\n", db)
+		fmt.Fprintf(stderr, "deckhand-agent: the agent is running: it holds its journal %s, which has the backups index; stop the agent to list backups here, or use deckctl: `deckctl agents facts HOST` lists them, `deckctl deployments show ID` names the backup each host took, `deckctl dispatcher rollback --env ENV --previous` restores it\n", db)
 		return 1
 	}
 	if err != nil {

@@ -2267,8 +2267,14 @@ type HostFacts struct {
 	DataDirTotalBytes uint64                 `protobuf:"varint,8,opt,name=data_dir_total_bytes,json=dataDirTotalBytes,proto3" json:"data_dir_total_bytes,omitempty"`
 	AgentVersion      string                 `protobuf:"bytes,9,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	CollectedAt       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=collected_at,json=collectedAt,proto3" json:"collected_at,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// backups are the dispatcher config backups the host keeps, newest first
+	// (dispatcher agents only): the ids `deckctl dispatcher rollback --to` takes.
+	Backups []*DispatcherBackup `protobuf:"bytes,11,rep,name=backups,proto3" json:"backups,omitempty"`
+	// backups_error says why backups could not be listed (the facts are
+	// still answered).
+	BackupsError  string `protobuf:"bytes,12,opt,name=backups_error,json=backupsError,proto3" json:"backups_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HostFacts) Reset() {
@@ -2371,6 +2377,135 @@ func (x *HostFacts) GetCollectedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *HostFacts) GetBackups() []*DispatcherBackup {
+	if x != nil {
+		return x.Backups
+	}
+	return nil
+}
+
+func (x *HostFacts) GetBackupsError() string {
+	if x != nil {
+		return x.BackupsError
+	}
+	return ""
+}
+
+// DispatcherBackup is one entry of a dispatcher agent's backups index.
+type DispatcherBackup struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	TaskId string                 `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// kind is the task that took it: "deploy" or "restore".
+	Kind      string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// files counts files and symlinks; bytes sums file sizes.
+	Files int64 `protobuf:"varint,5,opt,name=files,proto3" json:"files,omitempty"`
+	Bytes int64 `protobuf:"varint,6,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// outcome is what the task did: pending, applied, rolled-back or
+	// interrupted.
+	Outcome string `protobuf:"bytes,7,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// artifact_sha256 is the artifact a deploy installed.
+	ArtifactSha256 string `protobuf:"bytes,8,opt,name=artifact_sha256,json=artifactSha256,proto3" json:"artifact_sha256,omitempty"`
+	// restored_from is the backup a restore task put back.
+	RestoredFrom  string `protobuf:"bytes,9,opt,name=restored_from,json=restoredFrom,proto3" json:"restored_from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DispatcherBackup) Reset() {
+	*x = DispatcherBackup{}
+	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DispatcherBackup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DispatcherBackup) ProtoMessage() {}
+
+func (x *DispatcherBackup) ProtoReflect() protoreflect.Message {
+	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DispatcherBackup.ProtoReflect.Descriptor instead.
+func (*DispatcherBackup) Descriptor() ([]byte, []int) {
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *DispatcherBackup) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DispatcherBackup) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *DispatcherBackup) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *DispatcherBackup) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *DispatcherBackup) GetFiles() int64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *DispatcherBackup) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *DispatcherBackup) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *DispatcherBackup) GetArtifactSha256() string {
+	if x != nil {
+		return x.ArtifactSha256
+	}
+	return ""
+}
+
+func (x *DispatcherBackup) GetRestoredFrom() string {
+	if x != nil {
+		return x.RestoredFrom
+	}
+	return ""
+}
+
 type TaskProgress struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -2385,7 +2520,7 @@ type TaskProgress struct {
 
 func (x *TaskProgress) Reset() {
 	*x = TaskProgress{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2397,7 +2532,7 @@ func (x *TaskProgress) String() string {
 func (*TaskProgress) ProtoMessage() {}
 
 func (x *TaskProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[32]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2410,7 +2545,7 @@ func (x *TaskProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskProgress.ProtoReflect.Descriptor instead.
 func (*TaskProgress) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TaskProgress) GetTaskId() string {
@@ -2467,7 +2602,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[33]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2479,7 +2614,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[33]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2492,7 +2627,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -2666,7 +2801,7 @@ type BuildOutput struct {
 
 func (x *BuildOutput) Reset() {
 	*x = BuildOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[34]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2678,7 +2813,7 @@ func (x *BuildOutput) String() string {
 func (*BuildOutput) ProtoMessage() {}
 
 func (x *BuildOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[34]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2691,7 +2826,7 @@ func (x *BuildOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildOutput.ProtoReflect.Descriptor instead.
 func (*BuildOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *BuildOutput) GetCommit() string {
@@ -2734,7 +2869,7 @@ type CodeScanOutput struct {
 
 func (x *CodeScanOutput) Reset() {
 	*x = CodeScanOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[35]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2746,7 +2881,7 @@ func (x *CodeScanOutput) String() string {
 func (*CodeScanOutput) ProtoMessage() {}
 
 func (x *CodeScanOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[35]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2759,7 +2894,7 @@ func (x *CodeScanOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CodeScanOutput.ProtoReflect.Descriptor instead.
 func (*CodeScanOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CodeScanOutput) GetMetrics() []byte {
@@ -2805,7 +2940,7 @@ type DispatcherOutput struct {
 
 func (x *DispatcherOutput) Reset() {
 	*x = DispatcherOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[36]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2817,7 +2952,7 @@ func (x *DispatcherOutput) String() string {
 func (*DispatcherOutput) ProtoMessage() {}
 
 func (x *DispatcherOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[36]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2830,7 +2965,7 @@ func (x *DispatcherOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatcherOutput.ProtoReflect.Descriptor instead.
 func (*DispatcherOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DispatcherOutput) GetBackupId() string {
@@ -2888,7 +3023,7 @@ type FlushedPath struct {
 
 func (x *FlushedPath) Reset() {
 	*x = FlushedPath{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[37]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2900,7 +3035,7 @@ func (x *FlushedPath) String() string {
 func (*FlushedPath) ProtoMessage() {}
 
 func (x *FlushedPath) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[37]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2913,7 +3048,7 @@ func (x *FlushedPath) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlushedPath.ProtoReflect.Descriptor instead.
 func (*FlushedPath) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{37}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *FlushedPath) GetPath() string {
@@ -2953,7 +3088,7 @@ type CacheFlushOutput struct {
 
 func (x *CacheFlushOutput) Reset() {
 	*x = CacheFlushOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[38]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2965,7 +3100,7 @@ func (x *CacheFlushOutput) String() string {
 func (*CacheFlushOutput) ProtoMessage() {}
 
 func (x *CacheFlushOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[38]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2978,7 +3113,7 @@ func (x *CacheFlushOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheFlushOutput.ProtoReflect.Descriptor instead.
 func (*CacheFlushOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{38}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CacheFlushOutput) GetPaths() []*FlushedPath {
@@ -3003,7 +3138,7 @@ type PackageOutcome struct {
 
 func (x *PackageOutcome) Reset() {
 	*x = PackageOutcome{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[39]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3015,7 +3150,7 @@ func (x *PackageOutcome) String() string {
 func (*PackageOutcome) ProtoMessage() {}
 
 func (x *PackageOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[39]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3028,7 +3163,7 @@ func (x *PackageOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageOutcome.ProtoReflect.Descriptor instead.
 func (*PackageOutcome) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{39}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PackageOutcome) GetId() string {
@@ -3075,7 +3210,7 @@ type PackageInstallOutput struct {
 
 func (x *PackageInstallOutput) Reset() {
 	*x = PackageInstallOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[40]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3087,7 +3222,7 @@ func (x *PackageInstallOutput) String() string {
 func (*PackageInstallOutput) ProtoMessage() {}
 
 func (x *PackageInstallOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[40]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3100,7 +3235,7 @@ func (x *PackageInstallOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageInstallOutput.ProtoReflect.Descriptor instead.
 func (*PackageInstallOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{40}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PackageInstallOutput) GetPackages() []*PackageOutcome {
@@ -3124,7 +3259,7 @@ type LoadBalancerOutput struct {
 
 func (x *LoadBalancerOutput) Reset() {
 	*x = LoadBalancerOutput{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[41]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3136,7 +3271,7 @@ func (x *LoadBalancerOutput) String() string {
 func (*LoadBalancerOutput) ProtoMessage() {}
 
 func (x *LoadBalancerOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[41]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3149,7 +3284,7 @@ func (x *LoadBalancerOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerOutput.ProtoReflect.Descriptor instead.
 func (*LoadBalancerOutput) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{41}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *LoadBalancerOutput) GetState() string {
@@ -3198,7 +3333,7 @@ type FetchArtifactRequest struct {
 
 func (x *FetchArtifactRequest) Reset() {
 	*x = FetchArtifactRequest{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[42]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3210,7 +3345,7 @@ func (x *FetchArtifactRequest) String() string {
 func (*FetchArtifactRequest) ProtoMessage() {}
 
 func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[42]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3223,7 +3358,7 @@ func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactRequest.ProtoReflect.Descriptor instead.
 func (*FetchArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{42}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *FetchArtifactRequest) GetSha256() string {
@@ -3251,7 +3386,7 @@ type ArtifactChunk struct {
 
 func (x *ArtifactChunk) Reset() {
 	*x = ArtifactChunk{}
-	mi := &file_deckhand_v1_agent_proto_msgTypes[43]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3263,7 +3398,7 @@ func (x *ArtifactChunk) String() string {
 func (*ArtifactChunk) ProtoMessage() {}
 
 func (x *ArtifactChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_deckhand_v1_agent_proto_msgTypes[43]
+	mi := &file_deckhand_v1_agent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3276,7 +3411,7 @@ func (x *ArtifactChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactChunk.ProtoReflect.Descriptor instead.
 func (*ArtifactChunk) Descriptor() ([]byte, []int) {
-	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{43}
+	return file_deckhand_v1_agent_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ArtifactChunk) GetData() []byte {
@@ -3427,7 +3562,7 @@ const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"\bpackages\x18\x01 \x03(\v2\x18.deckhand.v1.ArtifactRefR\bpackages\"\x18\n" +
 	"\x16LoadBalancerDetachTask\"\x18\n" +
 	"\x16LoadBalancerAttachTask\"\x0f\n" +
-	"\rHostFactsTask\"\xf1\x02\n" +
+	"\rHostFactsTask\"\xcf\x03\n" +
 	"\tHostFacts\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x0e\n" +
 	"\x02os\x18\x02 \x01(\tR\x02os\x12\x16\n" +
@@ -3439,7 +3574,20 @@ const file_deckhand_v1_agent_proto_rawDesc = "" +
 	"\x14data_dir_total_bytes\x18\b \x01(\x04R\x11dataDirTotalBytes\x12#\n" +
 	"\ragent_version\x18\t \x01(\tR\fagentVersion\x12=\n" +
 	"\fcollected_at\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\vcollectedAt\"\x82\x01\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\vcollectedAt\x127\n" +
+	"\abackups\x18\v \x03(\v2\x1d.deckhand.v1.DispatcherBackupR\abackups\x12#\n" +
+	"\rbackups_error\x18\f \x01(\tR\fbackupsError\"\x9e\x02\n" +
+	"\x10DispatcherBackup\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x14\n" +
+	"\x05files\x18\x05 \x01(\x03R\x05files\x12\x14\n" +
+	"\x05bytes\x18\x06 \x01(\x03R\x05bytes\x12\x18\n" +
+	"\aoutcome\x18\a \x01(\tR\aoutcome\x12'\n" +
+	"\x0fartifact_sha256\x18\b \x01(\tR\x0eartifactSha256\x12#\n" +
+	"\rrestored_from\x18\t \x01(\tR\frestoredFrom\"\x82\x01\n" +
 	"\fTaskProgress\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04mark\x18\x02 \x01(\tR\x04mark\x12\x19\n" +
@@ -3544,7 +3692,7 @@ func file_deckhand_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_deckhand_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_deckhand_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_deckhand_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_deckhand_v1_agent_proto_goTypes = []any{
 	(HeldState)(0),                 // 0: deckhand.v1.HeldState
 	(TaskStatus)(0),                // 1: deckhand.v1.TaskStatus
@@ -3580,31 +3728,32 @@ var file_deckhand_v1_agent_proto_goTypes = []any{
 	(*LoadBalancerAttachTask)(nil), // 31: deckhand.v1.LoadBalancerAttachTask
 	(*HostFactsTask)(nil),          // 32: deckhand.v1.HostFactsTask
 	(*HostFacts)(nil),              // 33: deckhand.v1.HostFacts
-	(*TaskProgress)(nil),           // 34: deckhand.v1.TaskProgress
-	(*TaskResult)(nil),             // 35: deckhand.v1.TaskResult
-	(*BuildOutput)(nil),            // 36: deckhand.v1.BuildOutput
-	(*CodeScanOutput)(nil),         // 37: deckhand.v1.CodeScanOutput
-	(*DispatcherOutput)(nil),       // 38: deckhand.v1.DispatcherOutput
-	(*FlushedPath)(nil),            // 39: deckhand.v1.FlushedPath
-	(*CacheFlushOutput)(nil),       // 40: deckhand.v1.CacheFlushOutput
-	(*PackageOutcome)(nil),         // 41: deckhand.v1.PackageOutcome
-	(*PackageInstallOutput)(nil),   // 42: deckhand.v1.PackageInstallOutput
-	(*LoadBalancerOutput)(nil),     // 43: deckhand.v1.LoadBalancerOutput
-	(*FetchArtifactRequest)(nil),   // 44: deckhand.v1.FetchArtifactRequest
-	(*ArtifactChunk)(nil),          // 45: deckhand.v1.ArtifactChunk
-	(*timestamppb.Timestamp)(nil),  // 46: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 47: google.protobuf.Duration
+	(*DispatcherBackup)(nil),       // 34: deckhand.v1.DispatcherBackup
+	(*TaskProgress)(nil),           // 35: deckhand.v1.TaskProgress
+	(*TaskResult)(nil),             // 36: deckhand.v1.TaskResult
+	(*BuildOutput)(nil),            // 37: deckhand.v1.BuildOutput
+	(*CodeScanOutput)(nil),         // 38: deckhand.v1.CodeScanOutput
+	(*DispatcherOutput)(nil),       // 39: deckhand.v1.DispatcherOutput
+	(*FlushedPath)(nil),            // 40: deckhand.v1.FlushedPath
+	(*CacheFlushOutput)(nil),       // 41: deckhand.v1.CacheFlushOutput
+	(*PackageOutcome)(nil),         // 42: deckhand.v1.PackageOutcome
+	(*PackageInstallOutput)(nil),   // 43: deckhand.v1.PackageInstallOutput
+	(*LoadBalancerOutput)(nil),     // 44: deckhand.v1.LoadBalancerOutput
+	(*FetchArtifactRequest)(nil),   // 45: deckhand.v1.FetchArtifactRequest
+	(*ArtifactChunk)(nil),          // 46: deckhand.v1.ArtifactChunk
+	(*timestamppb.Timestamp)(nil),  // 47: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 48: google.protobuf.Duration
 }
 var file_deckhand_v1_agent_proto_depIdxs = []int32{
 	3,  // 0: deckhand.v1.UploadArtifactRequest.header:type_name -> deckhand.v1.UploadHeader
 	14, // 1: deckhand.v1.AgentMessage.hello:type_name -> deckhand.v1.Hello
 	17, // 2: deckhand.v1.AgentMessage.heartbeat:type_name -> deckhand.v1.Heartbeat
-	34, // 3: deckhand.v1.AgentMessage.progress:type_name -> deckhand.v1.TaskProgress
-	35, // 4: deckhand.v1.AgentMessage.result:type_name -> deckhand.v1.TaskResult
+	35, // 3: deckhand.v1.AgentMessage.progress:type_name -> deckhand.v1.TaskProgress
+	36, // 4: deckhand.v1.AgentMessage.result:type_name -> deckhand.v1.TaskResult
 	12, // 5: deckhand.v1.AgentMessage.renew:type_name -> deckhand.v1.RenewRequest
 	8,  // 6: deckhand.v1.AgentMessage.drift:type_name -> deckhand.v1.DriftReport
 	9,  // 7: deckhand.v1.DriftReport.events:type_name -> deckhand.v1.DriftEvent
-	46, // 8: deckhand.v1.DriftEvent.at:type_name -> google.protobuf.Timestamp
+	47, // 8: deckhand.v1.DriftEvent.at:type_name -> google.protobuf.Timestamp
 	16, // 9: deckhand.v1.ServerMessage.welcome:type_name -> deckhand.v1.Welcome
 	18, // 10: deckhand.v1.ServerMessage.assign:type_name -> deckhand.v1.Assign
 	19, // 11: deckhand.v1.ServerMessage.cancel:type_name -> deckhand.v1.Cancel
@@ -3613,11 +3762,11 @@ var file_deckhand_v1_agent_proto_depIdxs = []int32{
 	11, // 14: deckhand.v1.ServerMessage.drift_ack:type_name -> deckhand.v1.DriftAck
 	15, // 15: deckhand.v1.Hello.held:type_name -> deckhand.v1.HeldTask
 	0,  // 16: deckhand.v1.HeldTask.state:type_name -> deckhand.v1.HeldState
-	47, // 17: deckhand.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	46, // 18: deckhand.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	48, // 17: deckhand.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	47, // 18: deckhand.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
 	21, // 19: deckhand.v1.Assign.task:type_name -> deckhand.v1.Task
-	46, // 20: deckhand.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	47, // 21: deckhand.v1.Task.timeout:type_name -> google.protobuf.Duration
+	47, // 20: deckhand.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	48, // 21: deckhand.v1.Task.timeout:type_name -> google.protobuf.Duration
 	32, // 22: deckhand.v1.Task.host_facts:type_name -> deckhand.v1.HostFactsTask
 	25, // 23: deckhand.v1.Task.dispatcher_deploy:type_name -> deckhand.v1.DispatcherDeployTask
 	27, // 24: deckhand.v1.Task.dispatcher_restore:type_name -> deckhand.v1.DispatcherRestoreTask
@@ -3631,36 +3780,38 @@ var file_deckhand_v1_agent_proto_depIdxs = []int32{
 	24, // 32: deckhand.v1.DispatcherDeployTask.artifact:type_name -> deckhand.v1.ArtifactRef
 	24, // 33: deckhand.v1.DispatcherPrepareTask.artifact:type_name -> deckhand.v1.ArtifactRef
 	24, // 34: deckhand.v1.PackageInstallTask.packages:type_name -> deckhand.v1.ArtifactRef
-	46, // 35: deckhand.v1.HostFacts.collected_at:type_name -> google.protobuf.Timestamp
-	46, // 36: deckhand.v1.TaskProgress.at:type_name -> google.protobuf.Timestamp
-	1,  // 37: deckhand.v1.TaskResult.status:type_name -> deckhand.v1.TaskStatus
-	46, // 38: deckhand.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
-	46, // 39: deckhand.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
-	33, // 40: deckhand.v1.TaskResult.host_facts:type_name -> deckhand.v1.HostFacts
-	38, // 41: deckhand.v1.TaskResult.dispatcher:type_name -> deckhand.v1.DispatcherOutput
-	40, // 42: deckhand.v1.TaskResult.cache_flush:type_name -> deckhand.v1.CacheFlushOutput
-	42, // 43: deckhand.v1.TaskResult.package_install:type_name -> deckhand.v1.PackageInstallOutput
-	43, // 44: deckhand.v1.TaskResult.lb:type_name -> deckhand.v1.LoadBalancerOutput
-	36, // 45: deckhand.v1.TaskResult.build:type_name -> deckhand.v1.BuildOutput
-	37, // 46: deckhand.v1.TaskResult.code_scan:type_name -> deckhand.v1.CodeScanOutput
-	24, // 47: deckhand.v1.BuildOutput.artifacts:type_name -> deckhand.v1.ArtifactRef
-	39, // 48: deckhand.v1.CacheFlushOutput.paths:type_name -> deckhand.v1.FlushedPath
-	47, // 49: deckhand.v1.PackageOutcome.took:type_name -> google.protobuf.Duration
-	41, // 50: deckhand.v1.PackageInstallOutput.packages:type_name -> deckhand.v1.PackageOutcome
-	47, // 51: deckhand.v1.LoadBalancerOutput.waited:type_name -> google.protobuf.Duration
-	7,  // 52: deckhand.v1.AgentService.Connect:input_type -> deckhand.v1.AgentMessage
-	44, // 53: deckhand.v1.AgentService.FetchArtifact:input_type -> deckhand.v1.FetchArtifactRequest
-	2,  // 54: deckhand.v1.AgentService.UploadArtifact:input_type -> deckhand.v1.UploadArtifactRequest
-	5,  // 55: deckhand.v1.EnrollService.Enroll:input_type -> deckhand.v1.EnrollRequest
-	10, // 56: deckhand.v1.AgentService.Connect:output_type -> deckhand.v1.ServerMessage
-	45, // 57: deckhand.v1.AgentService.FetchArtifact:output_type -> deckhand.v1.ArtifactChunk
-	4,  // 58: deckhand.v1.AgentService.UploadArtifact:output_type -> deckhand.v1.UploadArtifactResponse
-	6,  // 59: deckhand.v1.EnrollService.Enroll:output_type -> deckhand.v1.EnrollResponse
-	56, // [56:60] is the sub-list for method output_type
-	52, // [52:56] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	47, // 35: deckhand.v1.HostFacts.collected_at:type_name -> google.protobuf.Timestamp
+	34, // 36: deckhand.v1.HostFacts.backups:type_name -> deckhand.v1.DispatcherBackup
+	47, // 37: deckhand.v1.DispatcherBackup.created_at:type_name -> google.protobuf.Timestamp
+	47, // 38: deckhand.v1.TaskProgress.at:type_name -> google.protobuf.Timestamp
+	1,  // 39: deckhand.v1.TaskResult.status:type_name -> deckhand.v1.TaskStatus
+	47, // 40: deckhand.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
+	47, // 41: deckhand.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
+	33, // 42: deckhand.v1.TaskResult.host_facts:type_name -> deckhand.v1.HostFacts
+	39, // 43: deckhand.v1.TaskResult.dispatcher:type_name -> deckhand.v1.DispatcherOutput
+	41, // 44: deckhand.v1.TaskResult.cache_flush:type_name -> deckhand.v1.CacheFlushOutput
+	43, // 45: deckhand.v1.TaskResult.package_install:type_name -> deckhand.v1.PackageInstallOutput
+	44, // 46: deckhand.v1.TaskResult.lb:type_name -> deckhand.v1.LoadBalancerOutput
+	37, // 47: deckhand.v1.TaskResult.build:type_name -> deckhand.v1.BuildOutput
+	38, // 48: deckhand.v1.TaskResult.code_scan:type_name -> deckhand.v1.CodeScanOutput
+	24, // 49: deckhand.v1.BuildOutput.artifacts:type_name -> deckhand.v1.ArtifactRef
+	40, // 50: deckhand.v1.CacheFlushOutput.paths:type_name -> deckhand.v1.FlushedPath
+	48, // 51: deckhand.v1.PackageOutcome.took:type_name -> google.protobuf.Duration
+	42, // 52: deckhand.v1.PackageInstallOutput.packages:type_name -> deckhand.v1.PackageOutcome
+	48, // 53: deckhand.v1.LoadBalancerOutput.waited:type_name -> google.protobuf.Duration
+	7,  // 54: deckhand.v1.AgentService.Connect:input_type -> deckhand.v1.AgentMessage
+	45, // 55: deckhand.v1.AgentService.FetchArtifact:input_type -> deckhand.v1.FetchArtifactRequest
+	2,  // 56: deckhand.v1.AgentService.UploadArtifact:input_type -> deckhand.v1.UploadArtifactRequest
+	5,  // 57: deckhand.v1.EnrollService.Enroll:input_type -> deckhand.v1.EnrollRequest
+	10, // 58: deckhand.v1.AgentService.Connect:output_type -> deckhand.v1.ServerMessage
+	46, // 59: deckhand.v1.AgentService.FetchArtifact:output_type -> deckhand.v1.ArtifactChunk
+	4,  // 60: deckhand.v1.AgentService.UploadArtifact:output_type -> deckhand.v1.UploadArtifactResponse
+	6,  // 61: deckhand.v1.EnrollService.Enroll:output_type -> deckhand.v1.EnrollResponse
+	58, // [58:62] is the sub-list for method output_type
+	54, // [54:58] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_deckhand_v1_agent_proto_init() }
@@ -3700,7 +3851,7 @@ func file_deckhand_v1_agent_proto_init() {
 		(*Task_CodeScan)(nil),
 		(*Task_DispatcherPrepare)(nil),
 	}
-	file_deckhand_v1_agent_proto_msgTypes[33].OneofWrappers = []any{
+	file_deckhand_v1_agent_proto_msgTypes[34].OneofWrappers = []any{
 		(*TaskResult_HostFacts)(nil),
 		(*TaskResult_Dispatcher)(nil),
 		(*TaskResult_CacheFlush)(nil),
@@ -3715,7 +3866,7 @@ func file_deckhand_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_deckhand_v1_agent_proto_rawDesc), len(file_deckhand_v1_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   44,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
