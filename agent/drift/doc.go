@@ -46,11 +46,13 @@
 //
 // The agent calls Suppress before a deployment or restore touches the
 // tree and releases it afterwards. While suppressed, events only keep the
-// watches up to date. Changes that were pending when Suppress was called
-// are reported with the state they had at that moment, also when the
-// deployment then overwrites the path: the hand edit was live until then
-// (it shows as drift the deployment replaced), and events of an edit that
-// arrive after Suppress cannot drop it. A manual change made during a
+// watches up to date. Changes still pending (in their debounce) when
+// Suppress is called are reported by Suppress, with the state they have
+// then, also when the deployment then overwrites the path: the hand edit
+// was live until then. Reported before the deployment starts, they reach
+// the control plane ahead of its result, which marks them replaced. Late
+// events of such an edit arriving during the suppression are ignored like
+// the deployment's own. A manual change made during a
 // deployment, up to its release, cannot be told apart from the
 // deployment's and is absorbed.
 //

@@ -197,11 +197,6 @@ type rebuild struct {
 type pending struct {
 	first time.Time // first event since the last report: bounds the wait
 	last  time.Time // last event: the debounce runs from here
-	// frozen is set when a suppression starts: the path's state is taken
-	// then, because anything written afterwards may be Deckhand's.
-	frozen   bool
-	frozenOK bool
-	frozenE  entry
 }
 
 // New checks cfg and builds the baseline manifest from disk, so changes
@@ -298,12 +293,13 @@ func (w *Watcher) Mode() string {
 // therefore reported, not taken into the baseline, even when it lands
 // before the hashing gets to the file.
 //
-// Changes to other paths seen before Suppress are still reported, with
-// the state the path had when Suppress was called; a pending change to a
-// path that is then touched during the suppression is dropped (its state
-// is whatever Deckhand made it). In scan mode, where nothing is pending,
-// Suppress scans once and reports what changed since the last scan. If the
-// baseline of the previous release is still being hashed, Suppress
+// Changes seen before Suppress whose debounce has not run out yet are
+// reported by Suppress itself, with the state the path has then, against
+// the old baseline: they are drift even when the task then overwrites
+// them, and reporting them before the task starts lets the control plane
+// see them before the task's result, which marks them replaced. In scan
+// mode Suppress scans once and reports what changed since the last scan.
+// If the baseline of the previous release is still being hashed, Suppress
 // finishes it first.
 //
 // The returned release is idempotent. Both may be called before Run.
@@ -318,10 +314,7 @@ func (w *Watcher) Suppress() (release func()) {
 			w.pending = map[string]*pending{}
 			w.scanLocked(time.Now(), false)
 		} else {
-			for rel, p := range w.pending {
-				e, ok := w.stat(rel)
-				p.frozen, p.frozenOK, p.frozenE = true, ok, e
-			}
+			w.flushLocked(time.Now(), true)
 		}
 	}
 	w.mu.Unlock()
@@ -334,10 +327,8 @@ func (w *Watcher) release() {
 	w.mu.Lock()
 	w.suppressed--
 	if w.suppressed == 0 {
-		// Report what was frozen at Suppress against the old baseline
-		// before it is replaced; all pending paths are frozen ones now
-		// (events during the suppression add none).
-		w.flushLocked(time.Now(), true)
+		// Nothing is pending: Suppress reported it, and events during
+		// the suppression add none.
 		w.rebaseLocked(w.now())
 	}
 	w.mu.Unlock()
@@ -719,10 +710,8 @@ func (w *Watcher) abs(rel string) string {
 }
 
 // touchLocked records activity on rel. During a suppression the activity
-// is Deckhand's and is not recorded; a change pending for the path keeps
-// the state frozen when the suppression began, which is reported when it
-// ends (a hand edit is drift even if the deployment then replaces it, and
-// its last events can arrive after the suppression began).
+// is Deckhand's and is not recorded (what was pending when it began was
+// reported then).
 func (w *Watcher) touchLocked(rel string, now time.Time) {
 	if w.suppressed > 0 {
 		return
@@ -1037,11 +1026,7 @@ type change struct {
 func (w *Watcher) resolveLocked(rel string, p *pending) change {
 	c := change{rel: rel, at: p.last}
 	c.was, c.had = w.base[rel]
-	if p.frozen {
-		c.is, c.has = p.frozenE, p.frozenOK
-	} else {
-		c.is, c.has = w.stat(rel)
-	}
+	c.is, c.has = w.stat(rel)
 	return c
 }
 

@@ -317,17 +317,28 @@ func TestSuppressReportsEarlierChanges(t *testing.T) {
 	require.Eventually(t, func() bool { return h.isPending("conf.d/a.conf") && h.isPending("conf.d/b.conf") }, waitFor, 5*time.Millisecond)
 
 	release := h.w.Suppress()
-	// What the deployment does after Suppress cannot change the report:
-	// the state was taken at Suppress.
+	want := []Event{
+		{Path: "conf.d/a.conf", Kind: KindModified, Before: sha("a1\n"), After: sha("hand edit of a\n"), Severity: SeverityNormal},
+		{Path: "conf.d/b.conf", Kind: KindModified, Before: sha("b1\n"), After: sha("hand edit of b\n"), Severity: SeverityNormal},
+	}
+	// Reported as the deployment begins, not when it ends: the control
+	// plane gets them before the deployment's result.
+	require.Eventually(t, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.events) == 2
+	}, waitFor, 5*time.Millisecond)
+	h.mu.Lock()
+	got := append([]Event(nil), h.events...)
+	h.mu.Unlock()
+	sortEvents(got)
+	require.Equal(t, want, shape(got))
+
+	// What the deployment does cannot change the report.
 	h.write("conf.d/b.conf", "deployed b\n")
 	h.write("conf.d/c.conf", "deployed c\n") // the deployment's own: not drift
 	release()
-
-	evs := shape(h.settle())
-	require.Equal(t, []Event{
-		{Path: "conf.d/a.conf", Kind: KindModified, Before: sha("a1\n"), After: sha("hand edit of a\n"), Severity: SeverityNormal},
-		{Path: "conf.d/b.conf", Kind: KindModified, Before: sha("b1\n"), After: sha("hand edit of b\n"), Severity: SeverityNormal},
-	}, evs)
+	require.Equal(t, want, shape(h.settle()), "nothing more")
 	h.write("conf.d/b.conf", "hand again\n")
 	require.Equal(t, sha("deployed b\n"), one(t, h.settle()).Before)
 }
