@@ -178,8 +178,14 @@ func TestClientSlowInstallReconciled(t *testing.T) {
 	require.Equal(t, 1, res.Requests)
 	require.Contains(t, res.Msg, "confirmed by cmd=ls")
 
-	inst := e.requests("install", "")
-	require.Len(t, inst, 1, "no second install")
+	// The install is done (the client saw it in cmd=ls) a moment before
+	// the simulator's handler finishes its log entry.
+	var inst []sim.Request
+	require.Eventually(t, func() bool {
+		inst = e.requests("install", "")
+		return len(inst) == 1 && inst[0].Outcome != sim.OutcomeInProgress
+	}, 5*time.Second, 5*time.Millisecond)
+	require.Len(t, e.requests("install", ""), 1, "no second install")
 	require.True(t, inst[0].ClientGone, "the client gave up on the request")
 	require.Equal(t, sim.OutcomeSuccess, inst[0].Performed)
 	busy := 0
