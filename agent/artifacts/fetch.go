@@ -16,12 +16,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"sync"
+	"time"
 
 	"github.com/deckhand-dev/deckhand/pkg/task"
 	pb "github.com/deckhand-dev/deckhand/proto/deckhand/v1"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // Fetcher returns a local path to a verified copy of an artifact. Task
@@ -86,11 +89,36 @@ func (f *GRPCFetcher) Fetch(ctx context.Context, a task.Artifact) (string, error
 	if err != nil {
 		return "", err
 	}
-	defer out.Close()
+	defer func() { out.Close() }()
 	log := f.logger()
 	log.Debug("fetching artifact", "sha256", a.SHA256, "name", a.Name, "resume_at", offset)
-	if err := f.download(ctx, a, out, h, offset); err != nil {
-		return "", err
+	// A control plane that restarts or a connection that drops mid-way
+	// must not fail the task: the download resumes from what is on disk
+	// once the server answers again, for as long as the task may run.
+	wait := retryFirst
+	for {
+		err := f.download(ctx, a, out, h, offset)
+		if err == nil {
+			break
+		}
+		if !transient(err) || ctx.Err() != nil {
+			return "", err
+		}
+		log.Warn("artifact download interrupted; resuming when the control plane answers", "sha256", a.SHA256, "name", a.Name, "retry_in", wait, "error", err)
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w (gave up waiting for the control plane: %v)", err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, retryMax)
+		// Start again from the file: every byte on disk is hashed again,
+		// so the resumed download is verified end to end.
+		out.Close()
+		h = sha256.New()
+		if out, offset, err = openPartial(partial, h); err != nil {
+			return "", err
+		}
+		log.Debug("resuming artifact download", "sha256", a.SHA256, "resume_at", offset)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != a.SHA256 {
 		out.Close()
@@ -107,6 +135,21 @@ func (f *GRPCFetcher) Fetch(ctx context.Context, a task.Artifact) (string, error
 		return "", err
 	}
 	return final, nil
+}
+
+// Waits between attempts of a download interrupted by the server or the
+// connection going away: doubling from retryFirst up to retryMax.
+var (
+	retryFirst = 250 * time.Millisecond
+	retryMax   = 5 * time.Second
+)
+
+// transient reports whether a download error is the server or the
+// connection going away (gRPC Unavailable: a restart, a reset, a
+// shutdown), worth resuming rather than failing the task.
+func transient(err error) bool {
+	var se interface{ GRPCStatus() *status.Status }
+	return errors.As(err, &se) && se.GRPCStatus().Code() == codes.Unavailable
 }
 
 func (f *GRPCFetcher) logger() hclog.Logger {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,14 +42,26 @@ type blobServer struct {
 	calls      []int64 // the offset of every call
 	breakAfter int     // > 0: fail the next call after sending this many bytes
 	corrupt    bool    // flip the first byte sent by every call
+	stayDown   bool    // after the break, answer every call Unavailable
+	down       bool
+	notFound   bool // answer NotFound, as for a blob the server does not have
 }
 
 func (s *blobServer) FetchArtifact(req *pb.FetchArtifactRequest, stream pb.AgentService_FetchArtifactServer) error {
 	s.mu.Lock()
 	s.calls = append(s.calls, req.GetOffset())
-	breakAfter, corrupt := s.breakAfter, s.corrupt
+	breakAfter, corrupt, down, notFound := s.breakAfter, s.corrupt, s.down, s.notFound
 	s.breakAfter = 0
+	if breakAfter > 0 && s.stayDown {
+		s.down = true
+	}
 	s.mu.Unlock()
+	if down {
+		return status.Error(codes.Unavailable, "connection refused")
+	}
+	if notFound {
+		return status.Error(codes.NotFound, "no such blob")
+	}
 	if md, _ := metadata.FromIncomingContext(stream.Context()); len(md.Get("deckhand-host-id")) != 1 {
 		return status.Error(codes.Unauthenticated, "no host id")
 	}
@@ -162,20 +175,59 @@ func TestFetchRejectsCorruptedStream(t *testing.T) {
 	require.Equal(t, []int64{0, 0}, s.offsets())
 }
 
+// A connection that drops mid-way (a control plane restart) does not fail
+// the download: it resumes from every byte received.
 func TestFetchResumesAfterInterruption(t *testing.T) {
 	blob, art := randomBlob(t, 4<<20+99)
 	const sent = 5 * 256 << 10 // whole chunks before the break
 	s := &blobServer{blob: blob, breakAfter: sent + 1}
 	f := serve(t, s)
-	_, err := f.Fetch(ctxT(t), art)
-	require.Equal(t, codes.Unavailable, status.Code(errors.Unwrap(err)), "%v", err)
-	partial := filepath.Join(f.Dir, art.SHA256+".partial")
-	requireFile(t, partial, blob[:sent]) // every byte received is kept
-
 	path, err := f.Fetch(ctxT(t), art)
 	require.NoError(t, err)
 	requireFile(t, path, blob)
 	require.Equal(t, []int64{0, sent}, s.offsets())
+}
+
+// While the control plane stays away the download keeps what it received
+// and waits, as long as the task may run; then it says why it gave up,
+// and the next attempt resumes.
+func TestFetchWaitsForTheServerWithinTheTasksTime(t *testing.T) {
+	blob, art := randomBlob(t, 4<<20+99)
+	const sent = 5 * 256 << 10
+	s := &blobServer{blob: blob, breakAfter: sent + 1, stayDown: true}
+	f := serve(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
+	defer cancel()
+	_, err := f.Fetch(ctx, art)
+	// Usually the time runs out while waiting to retry; it may also run
+	// out inside an attempt.
+	require.Error(t, err)
+	if !strings.Contains(err.Error(), "gave up waiting for the control plane") {
+		require.ErrorContains(t, err, "deadline exceeded")
+	}
+	require.GreaterOrEqual(t, len(s.offsets()), 3, "retried while the server was away: %v", s.offsets())
+	partial := filepath.Join(f.Dir, art.SHA256+".partial")
+	requireFile(t, partial, blob[:sent]) // every byte received is kept
+
+	s.mu.Lock()
+	s.down = false
+	s.mu.Unlock()
+	path, err := f.Fetch(ctxT(t), art)
+	require.NoError(t, err)
+	requireFile(t, path, blob)
+	offs := s.offsets()
+	require.Equal(t, int64(sent), offs[len(offs)-1])
+}
+
+// Only the server or connection going away is waited out: an answer that
+// will not change fails the task at once.
+func TestFetchDoesNotRetryAnAnswer(t *testing.T) {
+	blob, art := randomBlob(t, 1<<20)
+	s := &blobServer{blob: blob, notFound: true}
+	f := serve(t, s)
+	_, err := f.Fetch(ctxT(t), art)
+	require.Equal(t, codes.NotFound, status.Code(errors.Unwrap(err)), "%v", err)
+	require.Len(t, s.offsets(), 1)
 }
 
 func TestFetchVerifiesResumedBytes(t *testing.T) {

@@ -34,7 +34,9 @@ func (f *Fleet) FetchArtifact(req *pb.FetchArtifactRequest, stream pb.AgentServi
 		return err
 	}
 	if f.cfg.Blobs == nil {
-		return status.Error(codes.Unavailable, "this server has no artifact store")
+		// Not Unavailable: agents resume downloads on that code, and this
+		// does not pass.
+		return status.Error(codes.FailedPrecondition, "this server has no artifact store")
 	}
 	if !artifacts.ValidDigest(req.GetSha256()) {
 		return status.Errorf(codes.InvalidArgument, "%q is not a sha256 digest", req.GetSha256())
