@@ -50,6 +50,30 @@ func OpenBolt(path string, buckets ...string) (Backend, error) {
 	return &boltBackend{db: db}, nil
 }
 
+// ErrLocked means another process holds a bbolt file read-write (its
+// exclusive lock keeps a read-only open waiting).
+var ErrLocked = errors.New("the file is locked by another process")
+
+// OpenBoltReadOnly opens an existing bbolt file for reading only, e.g. an
+// agent's journal from a CLI while the agent is stopped. It never creates
+// the file (a missing one is an error matching fs.ErrNotExist) nor writes
+// it: Update and Batch fail. If another process holds the file it gives
+// up after timeout with an error matching ErrLocked.
+func OpenBoltReadOnly(path string, timeout time.Duration) (Backend, error) {
+	// bbolt would create a missing file even read-only.
+	if _, err := os.Stat(path); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return &boltBackend{db: db}, nil
+}
+
 func (b *boltBackend) View(fn func(Tx) error) error {
 	return b.db.View(func(tx *bolt.Tx) error { return fn(boltTx{tx}) })
 }

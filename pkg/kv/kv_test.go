@@ -1,8 +1,10 @@
 package kv
 
 import (
+	"io/fs"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -65,4 +67,31 @@ func TestReadOnlyViewRefusesWrites(t *testing.T) {
 			require.Error(t, err)
 		})
 	}
+}
+
+func TestOpenBoltReadOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "t.db")
+	missing := filepath.Join(t.TempDir(), "none.db")
+	_, err := OpenBoltReadOnly(missing, time.Second)
+	require.ErrorIs(t, err, fs.ErrNotExist)
+	require.NoFileExists(t, missing, "a read-only open never creates the file")
+
+	rw, err := OpenBolt(path, "x")
+	require.NoError(t, err)
+	require.NoError(t, rw.Update(func(tx Tx) error { return tx.Put("x", "k", []byte("v")) }))
+	start := time.Now()
+	_, err = OpenBoltReadOnly(path, 100*time.Millisecond)
+	require.ErrorIs(t, err, ErrLocked, "held read-write by another opener")
+	require.Less(t, time.Since(start), 5*time.Second)
+	require.NoError(t, rw.Close())
+
+	ro, err := OpenBoltReadOnly(path, time.Second)
+	require.NoError(t, err)
+	defer ro.Close()
+	require.NoError(t, ro.View(func(tx Tx) error {
+		require.Equal(t, []byte("v"), tx.Get("x", "k"))
+		return nil
+	}))
+	require.Error(t, ro.Update(func(tx Tx) error { return tx.Put("x", "k", []byte("w")) }))
+	require.Error(t, ro.Batch(func(tx Tx) error { return tx.Delete("x", "k") }))
 }
